@@ -1,0 +1,56 @@
+//! The command line (SPEC §2): clap definitions only.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Watches NCP Media Intelligence and VOD Station work and tells other systems when it finishes.
+#[derive(Debug, Parser)]
+#[command(name = "ncp-watchd", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The config file option shared by commands.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArg {
+    /// Config file [default: $NCP_WATCHD_CONFIG, else /etc/ncp-watchd/config.toml].
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config and the presence of credentials, offline; print a summary.
+    Check(ConfigArg),
+    /// Poll every watch once, print each observation as an event JSON line, and exit.
+    Once(ConfigArg),
+    /// Register an Object Storage file as a media asset and print its asset id.
+    Register(RegisterArgs),
+}
+
+/// `register` arguments.
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// The config file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Media Intelligence workspace name.
+    #[arg(long)]
+    pub workspace: String,
+    /// Project id.
+    #[arg(long)]
+    pub project: String,
+    /// Object Storage bucket.
+    #[arg(long)]
+    pub bucket: String,
+    /// Object key of the uploaded file.
+    #[arg(long)]
+    pub key: String,
+    /// Also add a persistent watch for the new asset (needs the state store).
+    #[arg(long)]
+    pub watch: bool,
+}

@@ -1,0 +1,48 @@
+//! The commands. Each returns `Result<(), Failure>`; `main` maps the failure to an exit code.
+
+pub mod check;
+pub mod once;
+pub mod register;
+
+use crate::cli::ConfigArg;
+use crate::config::{self, Config, ConfigError};
+
+/// Why a command failed, which decides the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Usage or configuration error: exit 2. The message is complete, one problem a line.
+    Config(String),
+    /// Something failed while running: exit 1.
+    Runtime(String),
+}
+
+/// Logs go to stderr, so stdout stays clean for events; `RUST_LOG` sets the level.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Loads the config named by `-c`, `$NCP_WATCHD_CONFIG` or the default path.
+pub fn load_config(arg: &ConfigArg) -> Result<Config, Failure> {
+    let path = config::config_path(arg.config.as_deref());
+    Config::load(&path).map_err(|e| Failure::Config(render_config_error(&e)))
+}
+
+/// Every problem on its own `error:` line, then what to do.
+pub fn render_config_error(e: &ConfigError) -> String {
+    match e {
+        ConfigError::Read { .. } => format!("error: {e}"),
+        ConfigError::Invalid(d) => {
+            let mut text: String = d.to_string().lines().map(|l| format!("error: {l}\n")).collect();
+            let n = d.items.len();
+            text.push_str(&format!(
+                "{n} problem{} in {}; fix {} and run `ncp-watchd check` again",
+                if n == 1 { "" } else { "s" },
+                d.file.display(),
+                if n == 1 { "it" } else { "them" }
+            ));
+            text
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Resolving the NCP access key and secret key, in the order SPEC §3 gives.
+//!
+//! For each of the two keys, independently:
+//! 1. `[credentials] *_file`; a relative path resolves against `$CREDENTIALS_DIRECTORY`
+//!    (systemd's `LoadCredential=`) when set, else against the config file's directory;
+//! 2. `$CREDENTIALS_DIRECTORY/access_key` or `/secret_key` when that file exists;
+//! 3. `NCLOUD_ACCESS_KEY` / `NCLOUD_SECRET_KEY`;
+//! 4. `~/.ncloud/configure`, the NCP CLI's file (`ncloud_access_key_id`,
+//!    `ncloud_secret_access_key`).
+//!
+//! An explicitly configured file that cannot be read is an error, never a silent fall
+//! through to the next source. Messages name files and variables, never their contents.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::{CredentialsConfig, Secret};
+
+/// The resolved NCP credentials, with where each came from.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Access key id.
+    pub access_key: Secret,
+    /// Secret key.
+    pub secret_key: Secret,
+    /// Where the access key was found.
+    pub access_key_source: CredentialSource,
+    /// Where the secret key was found.
+    pub secret_key_source: CredentialSource,
+}
+
+/// Where a credential was found; safe to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// A file named in the config or found in `$CREDENTIALS_DIRECTORY`.
+    File(PathBuf),
+    /// An environment variable.
+    Env(&'static str),
+    /// The NCP CLI's configure file.
+    NcloudConfigure(PathBuf),
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "file {}", p.display()),
+            Self::Env(v) => write!(f, "environment variable {v}"),
+            Self::NcloudConfigure(p) => write!(f, "NCP CLI file {}", p.display()),
+        }
+    }
+}
+
+/// Why a credential could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// A configured file could not be read.
+    #[error("cannot read the {what} from {}: {source}; check the path and its permissions", path.display())]
+    Unreadable {
+        /// Which credential.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error (never the content).
+        source: std::io::Error,
+    },
+    /// A configured file is empty.
+    #[error("the {what} file {} is empty; write the key into it", path.display())]
+    Empty {
+        /// Which credential.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// No source had it.
+    #[error("no {what} found: set [credentials] {key}_file, put it in $CREDENTIALS_DIRECTORY/{key}, export {env}, or run `ncloud configure` to write {cli_key} to ~/.ncloud/configure")]
+    Missing {
+        /// Which credential.
+        what: &'static str,
+        /// Config key stem and credential file name.
+        key: &'static str,
+        /// Environment variable.
+        env: &'static str,
+        /// Key in the NCP CLI file.
+        cli_key: &'static str,
+    },
+}
+
+/// The two credentials and their source names.
+struct Spec {
+    what: &'static str,
+    key: &'static str,
+    env: &'static str,
+    cli_key: &'static str,
+}
+
+const ACCESS: Spec = Spec {
+    what: "access key",
+    key: "access_key",
+    env: "NCLOUD_ACCESS_KEY",
+    cli_key: "ncloud_access_key_id",
+};
+const SECRET: Spec = Spec {
+    what: "secret key",
+    key: "secret_key",
+    env: "NCLOUD_SECRET_KEY",
+    cli_key: "ncloud_secret_access_key",
+};
+
+/// Resolves both credentials from the process environment.
+pub fn resolve_credentials(config: &CredentialsConfig) -> Result<Credentials, CredentialError> {
+    resolve_with(config, &|name| std::env::var_os(name))
+}
+
+/// Resolves both credentials, reading environment variables through `env` (tests pass
+/// their own, because changing the real environment races with other threads).
+pub fn resolve_with(
+    config: &CredentialsConfig,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<Credentials, CredentialError> {
+    let (access_key, access_key_source) = resolve_one(&ACCESS, config.access_key_file.as_deref(), config, env)?;
+    let (secret_key, secret_key_source) = resolve_one(&SECRET, config.secret_key_file.as_deref(), config, env)?;
+    Ok(Credentials { access_key, secret_key, access_key_source, secret_key_source })
+}
+
+fn resolve_one(
+    spec: &Spec,
+    file: Option<&Path>,
+    config: &CredentialsConfig,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> Result<(Secret, CredentialSource), CredentialError> {
+    let cred_dir = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).map(PathBuf::from);
+    if let Some(file) = file {
+        let path = if file.is_absolute() {
+            file.to_path_buf()
+        } else {
+            cred_dir.as_deref().unwrap_or(&config.base_dir).join(file)
+        };
+        return read_key_file(spec.what, &path).map(|s| (s, CredentialSource::File(path)));
+    }
+    if let Some(dir) = &cred_dir {
+        let path = dir.join(spec.key);
+        if path.exists() {
+            return read_key_file(spec.what, &path).map(|s| (s, CredentialSource::File(path)));
+        }
+    }
+    if let Some(value) = env(spec.env) {
+        let value = value.to_string_lossy().trim().to_string();
+        if !value.is_empty() {
+            return Ok((Secret::new(value), CredentialSource::Env(spec.env)));
+        }
+    }
+    if let Some(home) = env("HOME").filter(|h| !h.is_empty()) {
+        let path = PathBuf::from(home).join(".ncloud").join("configure");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Some(value) = ncloud_configure_value(&text, spec.cli_key) {
+                return Ok((Secret::new(value), CredentialSource::NcloudConfigure(path)));
+            }
+        }
+    }
+    Err(CredentialError::Missing { what: spec.what, key: spec.key, env: spec.env, cli_key: spec.cli_key })
+}
+
+fn read_key_file(what: &'static str, path: &Path) -> Result<Secret, CredentialError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| CredentialError::Unreadable { what, path: path.to_path_buf(), source })?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err(CredentialError::Empty { what, path: path.to_path_buf() });
+    }
+    Ok(Secret::new(value))
+}
+
+/// Reads `key` from the NCP CLI's INI-like file: the `[DEFAULT]` profile if there is one,
+/// else keys before any section, else the first section that has the key.
+fn ncloud_configure_value(text: &str, key: &str) -> Option<String> {
+    let mut section: Option<String> = None;
+    let mut found: Vec<(Option<String>, String)> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.trim().to_string());
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim();
+            if k.trim() == key && !v.is_empty() {
+                found.push((section.clone(), v.to_string()));
+            }
+        }
+    }
+    let pick = |want: Option<&str>| found.iter().find(|(s, _)| s.as_deref() == want).map(|(_, v)| v.clone());
+    pick(Some("DEFAULT")).or_else(|| pick(None)).or_else(|| found.first().map(|(_, v)| v.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(vars: &[(&str, &Path)]) -> impl Fn(&str) -> Option<OsString> + use<> {
+        let map: HashMap<String, OsString> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.as_os_str().to_owned())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn config(dir: &Path, access: Option<&str>, secret: Option<&str>) -> CredentialsConfig {
+        CredentialsConfig {
+            access_key_file: access.map(PathBuf::from),
+            secret_key_file: secret.map(PathBuf::from),
+            base_dir: dir.to_path_buf(),
+        }
+    }
+
+    #[test]
+    fn configured_relative_files_resolve_against_the_credentials_directory() {
+        let creds = tempfile::tempdir().unwrap();
+        std::fs::write(creds.path().join("ak"), "AKVALUE\n").unwrap();
+        std::fs::write(creds.path().join("sk"), "SKVALUE").unwrap();
+        let env = env_of(&[("CREDENTIALS_DIRECTORY", creds.path())]);
+        let c = resolve_with(&config(Path::new("/nonexistent"), Some("ak"), Some("sk")), &env).unwrap();
+        assert_eq!(c.access_key.expose(), "AKVALUE");
+        assert_eq!(c.secret_key.expose(), "SKVALUE");
+        assert_eq!(c.access_key_source, CredentialSource::File(creds.path().join("ak")));
+    }
+
+    #[test]
+    fn the_credentials_directory_is_used_even_without_configured_files() {
+        let creds = tempfile::tempdir().unwrap();
+        std::fs::write(creds.path().join("access_key"), "A").unwrap();
+        std::fs::write(creds.path().join("secret_key"), "S").unwrap();
+        let env = env_of(&[("CREDENTIALS_DIRECTORY", creds.path())]);
+        let c = resolve_with(&config(Path::new("/x"), None, None), &env).unwrap();
+        assert_eq!(c.secret_key.expose(), "S");
+    }
+
+    #[test]
+    fn environment_variables_come_before_the_ncp_cli_file() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join(".ncloud")).unwrap();
+        std::fs::write(
+            home.path().join(".ncloud/configure"),
+            "[DEFAULT]\nncloud_access_key_id = FROMFILE\nncloud_secret_access_key = SECRETFILE\n",
+        )
+        .unwrap();
+        let env = env_of(&[("HOME", home.path()), ("NCLOUD_ACCESS_KEY", Path::new("ENVAK"))]);
+        let c = resolve_with(&config(Path::new("/x"), None, None), &env).unwrap();
+        assert_eq!(c.access_key.expose(), "ENVAK");
+        assert_eq!(c.access_key_source, CredentialSource::Env("NCLOUD_ACCESS_KEY"));
+        assert_eq!(c.secret_key.expose(), "SECRETFILE");
+        assert!(matches!(c.secret_key_source, CredentialSource::NcloudConfigure(_)));
+    }
+
+    #[test]
+    fn ncp_cli_file_prefers_the_default_profile() {
+        let text = "[other]\nncloud_access_key_id = OTHER\n[DEFAULT]\nncloud_access_key_id=DEF\n";
+        assert_eq!(ncloud_configure_value(text, "ncloud_access_key_id").as_deref(), Some("DEF"));
+        let text = "ncloud_access_key_id = TOP\n[p]\nncloud_access_key_id = P\n";
+        assert_eq!(ncloud_configure_value(text, "ncloud_access_key_id").as_deref(), Some("TOP"));
+        assert_eq!(ncloud_configure_value("[p]\n", "ncloud_access_key_id"), None);
+    }
+
+    #[test]
+    fn a_configured_file_that_is_missing_is_an_error_naming_the_file_not_a_fallback() {
+        let env = env_of(&[("NCLOUD_ACCESS_KEY", Path::new("ENVAK"))]);
+        let err = resolve_with(&config(Path::new("/nowhere"), Some("ak"), None), &env).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/nowhere/ak"), "{msg}");
+        assert!(!msg.contains("ENVAK"), "{msg}");
+    }
+
+    #[test]
+    fn nothing_found_says_every_place_to_put_the_key() {
+        let err = resolve_with(&config(Path::new("/x"), None, None), &|_| None).unwrap_err();
+        let msg = err.to_string();
+        for needle in ["access_key_file", "CREDENTIALS_DIRECTORY", "NCLOUD_ACCESS_KEY", "ncloud configure"] {
+            assert!(msg.contains(needle), "{msg} lacks {needle}");
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! Configuration: the TOML file read into raw serde structs, validated completely into
+//! [`Config`], and the credentials it points at resolved into [`Secret`]s.
+//!
+//! Loading never touches the network. Every mistake in a file is reported at once, each
+//! with `file:line:col` and the dotted key, and no message ever contains a secret.
+
+mod credentials;
+mod diag;
+mod fields;
+mod load;
+mod raw;
+mod secret;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use credentials::{CredentialError, CredentialSource, Credentials, resolve_credentials};
+pub use diag::{Diagnostic, Diagnostics};
+pub use secret::Secret;
+pub use validate::WebhookSecretSource;
+
+/// Where the config file is read from when neither `-c` nor `$NCP_WATCHD_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/ncp-watchd/config.toml";
+/// Media Intelligence's public gateway.
+pub const DEFAULT_MEDIA_URL: &str = "https://mi.apigw.ntruss.com";
+/// VOD Station's public gateway.
+pub const DEFAULT_VOD_URL: &str = "https://vodstation.apigw.ntruss.com";
+/// NCP documents 1,000 calls per minute for Media Intelligence; staying at it is safe.
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 1000;
+/// Enough concurrency to hide loopback-to-Korea latency without hammering the gateway.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
+/// A gateway call that takes longer than this is stuck, not slow.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(10);
+/// Imports and encodes take minutes; 15 s notices a change quickly at a modest call rate.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(15);
+/// Long enough to ride out an outage, short enough to notice recovery within minutes.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// New assets and encodes appear rarely; once a minute keeps list calls cheap.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
+/// Encodes older than a day are not news.
+pub const DEFAULT_VOD_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
+/// Systemd's StateDirectory for a unit named ncp-watchd.
+pub const DEFAULT_STATE_PATH: &str = "/var/lib/ncp-watchd/state.db";
+/// The port Prometheus exporters conventionally take near 9464, on loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+/// Receivers should answer well within 10 s; Standard Webhooks suggests short timeouts.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ten attempts with backoff up to an hour cover most receiver outages in a day.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// First webhook retry delay.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(5);
+/// Largest webhook retry delay.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(3600);
+
+/// The validated configuration. It has no `Default`: it only comes from [`Config::load`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    /// Goes into every event's `source` as `ncp-watchd/{instance}`.
+    pub instance: String,
+    /// Where the NCP credentials are to be found.
+    pub credentials: CredentialsConfig,
+    /// NCP endpoints and call limits.
+    pub api: ApiConfig,
+    /// Poll timing.
+    pub poll: PollConfig,
+    /// What to watch.
+    pub watches: Watches,
+    /// Where events go.
+    pub sinks: Sinks,
+    /// The state store file.
+    pub state_path: PathBuf,
+    /// Address of the health and metrics server.
+    pub listen: SocketAddr,
+    /// The daemon's own logging.
+    pub log: LogConfig,
+}
+
+/// `[credentials]`: explicit files; absent means the next source in the resolution order.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialsConfig {
+    /// Access key file as written (relative paths resolve at resolution time).
+    pub access_key_file: Option<PathBuf>,
+    /// Secret key file as written.
+    pub secret_key_file: Option<PathBuf>,
+    /// The directory of the config file, for relative paths outside systemd.
+    pub base_dir: PathBuf,
+}
+
+/// Which revision of the Media Intelligence import-status path to call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaAssetPath {
+    /// `…/video-assets/{id}/import-status`, as the seed document says.
+    VideoAssets,
+    /// `…/assets/{id}/import-status`, the newer revision.
+    Assets,
+}
+
+impl MediaAssetPath {
+    /// The path segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VideoAssets => "video-assets",
+            Self::Assets => "assets",
+        }
+    }
+}
+
+/// `[api]`.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Media Intelligence base URL (scheme, host, optional path prefix).
+    pub media_url: url::Url,
+    /// VOD Station base URL.
+    pub vod_url: url::Url,
+    /// Import-status path revision.
+    pub media_asset_path: MediaAssetPath,
+    /// Deadline of one call.
+    pub timeout: Duration,
+    /// Calls per minute per host, never exceeded.
+    pub rate_limit_per_minute: u32,
+    /// Concurrent calls.
+    pub max_in_flight: usize,
+}
+
+/// `[poll]`.
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    /// Poll period of a non-terminal item.
+    pub interval: Duration,
+    /// Cap of the error backoff.
+    pub max_backoff: Duration,
+    /// Period of list reads.
+    pub discovery_interval: Duration,
+    /// VOD list window.
+    pub vod_lookback: Duration,
+    /// Re-poll period of finished items; `None` stops polling them.
+    pub terminal_recheck: Option<Duration>,
+}
+
+/// All configured watches, by kind.
+#[derive(Debug, Clone, Default)]
+pub struct Watches {
+    /// `[[watch.video_asset]]`.
+    pub video_assets: Vec<VideoAssetWatch>,
+    /// `[[watch.project]]`.
+    pub projects: Vec<ProjectWatch>,
+    /// `[[watch.search_image]]`.
+    pub search_images: Vec<SearchImageWatch>,
+    /// `[[watch.vod]]`.
+    pub vods: Vec<VodWatch>,
+}
+
+impl Watches {
+    /// Number of configured watches of all kinds.
+    pub fn len(&self) -> usize {
+        self.video_assets.len() + self.projects.len() + self.search_images.len() + self.vods.len()
+    }
+
+    /// Whether no watch is configured.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One video asset's import (and optionally analysis) status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoAssetWatch {
+    /// Workspace name.
+    pub workspace: String,
+    /// Project id.
+    pub project_id: String,
+    /// Asset id.
+    pub asset_id: String,
+    /// Label for events.
+    pub name: Option<String>,
+    /// Also watch the analysis status.
+    pub analysis: bool,
+}
+
+/// Every asset of one project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectWatch {
+    /// Workspace name.
+    pub workspace: String,
+    /// Project id.
+    pub project_id: String,
+    /// Label for events.
+    pub name: Option<String>,
+    /// Also watch the analysis status of discovered assets.
+    pub analysis: bool,
+}
+
+/// One search image upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchImageWatch {
+    /// Object key.
+    pub asset_key: String,
+    /// Label for events.
+    pub name: Option<String>,
+}
+
+/// VOD Station encodes, optionally of some categories only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VodWatch {
+    /// Category ids or names; empty means every category.
+    pub categories: Vec<String>,
+    /// Percent step for progress events; 0 is off.
+    pub progress_step: u8,
+    /// Label for events.
+    pub name: Option<String>,
+}
+
+impl VodWatch {
+    /// Whether an encode of this category is watched (matched by id or by name).
+    pub fn matches(&self, category_id: &str, category_name: Option<&str>) -> bool {
+        self.categories.is_empty()
+            || self
+                .categories
+                .iter()
+                .any(|c| c == category_id || Some(c.as_str()) == category_name)
+    }
+}
+
+/// All configured sinks.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks {
+    /// `[[sink.webhook]]`.
+    pub webhooks: Vec<WebhookSink>,
+    /// `[[sink.log]]`.
+    pub logs: Vec<LogSink>,
+}
+
+/// How a webhook body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// CloudEvents structured JSON with Standard Webhooks signatures.
+    CloudEvents,
+    /// `{"text": ...}` for Slack-compatible incoming webhooks.
+    Slack,
+}
+
+/// One webhook receiver.
+#[derive(Debug, Clone)]
+pub struct WebhookSink {
+    /// Unique sink name.
+    pub name: String,
+    /// Receiver URL; a secret because chat webhooks carry a token in the path.
+    pub url: Secret,
+    /// Scheme and host of `url`, the only part ever shown.
+    pub url_display: String,
+    /// Where the signing secret comes from, if signed.
+    pub secret: Option<WebhookSecretSource>,
+    /// Event type globs.
+    pub events: Vec<String>,
+    /// Body encoding.
+    pub format: WebhookFormat,
+    /// Deadline of one attempt.
+    pub timeout: Duration,
+    /// Attempts before dead-lettering.
+    pub max_attempts: u32,
+    /// First retry delay.
+    pub retry_initial: Duration,
+    /// Largest retry delay.
+    pub retry_max: Duration,
+}
+
+/// One JSON-lines event log.
+#[derive(Debug, Clone)]
+pub struct LogSink {
+    /// Unique sink name.
+    pub name: String,
+    /// Output file; `None` is stdout.
+    pub path: Option<PathBuf>,
+    /// Event type globs.
+    pub events: Vec<String>,
+}
+
+/// The daemon's own log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for journald and container log collectors.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A tracing filter directive such as `info` or `ncp_watchd=debug`.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}; pass -c FILE or set NCP_WATCHD_CONFIG", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file has mistakes; all of them are listed.
+    #[error("{0}")]
+    Invalid(Diagnostics),
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let source = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(path, &source)
+    }
+
+    /// Validates `source` as if read from `path` (which names it in messages and anchors
+    /// relative paths).
+    pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
+        let mut diags = diag::Collector::default();
+        let raw = load::parse(source, &mut diags);
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let config = validate::validate(raw, path, &base_dir, &mut diags);
+        if diags.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(diags.finish(path, source)))
+        }
+    }
+}
+
+/// The config file path: `-c`, else `$NCP_WATCHD_CONFIG`, else the default.
+pub fn config_path(cli: Option<&Path>) -> PathBuf {
+    cli.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("NCP_WATCHD_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+/// Scheme and host (and port) of a URL: what may be shown of a URL that could hold a token.
+pub fn redact_url(url: &url::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
+        (Some(host), None) => format!("{}://{host}", url.scheme()),
+        _ => format!("{}://", url.scheme()),
+    }
+}

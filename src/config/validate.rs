@@ -1,0 +1,489 @@
+//! Raw sections into a validated [`Config`], recording every problem with its span.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::diag::{Collector, nearest};
+use super::raw::*;
+use super::*;
+use crate::event::{EVENT_FAMILIES, KNOWN_EVENT_TYPES, glob_matches};
+
+/// Where a webhook's signing secret is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookSecretSource {
+    /// A file, path already resolved against the config directory.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Collector) -> Config {
+    let instance = match &raw.instance {
+        Some(v) => {
+            let ok = !v.get_ref().is_empty()
+                && v.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+            if !ok {
+                d.push(v.span(), "instance", "must be a non-empty name of letters, digits, `-`, `_`, `.` or `:`");
+            }
+            v.get_ref().clone()
+        }
+        None => gethostname::gethostname().to_string_lossy().into_owned(),
+    };
+
+    let credentials = CredentialsConfig {
+        access_key_file: raw.credentials.access_key_file.as_ref().and_then(|f| {
+            non_empty(d, "credentials.access_key_file", f).map(PathBuf::from)
+        }),
+        secret_key_file: raw.credentials.secret_key_file.as_ref().and_then(|f| {
+            non_empty(d, "credentials.secret_key_file", f).map(PathBuf::from)
+        }),
+        base_dir: base_dir.to_path_buf(),
+    };
+
+    let a = &raw.api;
+    let api = ApiConfig {
+        media_url: base_url(d, "api.media_url", &a.media_url, DEFAULT_MEDIA_URL),
+        vod_url: base_url(d, "api.vod_url", &a.vod_url, DEFAULT_VOD_URL),
+        media_asset_path: match choice(d, "api.media_asset_path", &a.media_asset_path, &["video-assets", "assets"]) {
+            Some("assets") => MediaAssetPath::Assets,
+            _ => MediaAssetPath::VideoAssets,
+        },
+        timeout: duration(d, "api.timeout", &a.timeout, DEFAULT_API_TIMEOUT),
+        rate_limit_per_minute: int(d, "api.rate_limit_per_minute", &a.rate_limit_per_minute, 1, 1_000_000)
+            .map_or(DEFAULT_RATE_LIMIT_PER_MINUTE, |v| v as u32),
+        max_in_flight: int(d, "api.max_in_flight", &a.max_in_flight, 1, 1024)
+            .map_or(DEFAULT_MAX_IN_FLIGHT, |v| v as usize),
+    };
+
+    let p = &raw.poll;
+    let poll = PollConfig {
+        interval: duration(d, "poll.interval", &p.interval, DEFAULT_POLL_INTERVAL),
+        max_backoff: duration(d, "poll.max_backoff", &p.max_backoff, DEFAULT_MAX_BACKOFF),
+        discovery_interval: duration(d, "poll.discovery_interval", &p.discovery_interval, DEFAULT_DISCOVERY_INTERVAL),
+        vod_lookback: duration(d, "poll.vod_lookback", &p.vod_lookback, DEFAULT_VOD_LOOKBACK),
+        terminal_recheck: match &p.terminal_recheck {
+            Some(v) if v.get_ref() == "off" => None,
+            Some(_) => Some(duration(d, "poll.terminal_recheck", &p.terminal_recheck, Duration::ZERO)),
+            None => None,
+        },
+    };
+
+    let watches = watches(&raw, d);
+    if watches.is_empty() && !d.reported("watch") {
+        d.push(0..0, "watch", "no watches: add at least one [[watch.video_asset]], [[watch.project]], [[watch.search_image]] or [[watch.vod]] table");
+    }
+    let sinks = sinks(&raw, base_dir, d);
+
+    let state_path = match &raw.state.path {
+        Some(v) => match non_empty(d, "state.path", v) {
+            Some(p) => resolve_state_path(Path::new(&p), base_dir),
+            None => PathBuf::from(DEFAULT_STATE_PATH),
+        },
+        None => PathBuf::from(DEFAULT_STATE_PATH),
+    };
+
+    let listen = match &raw.server.listen {
+        Some(v) => v.get_ref().parse().unwrap_or_else(|_| {
+            d.push(v.span(), "server.listen", "expected an address and port such as \"127.0.0.1:9464\" or \"[::1]:9464\"");
+            DEFAULT_LISTEN.parse().expect("default listen address parses")
+        }),
+        None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
+    };
+
+    let level = match &raw.log.level {
+        Some(v) => {
+            if tracing_subscriber::EnvFilter::try_new(v.get_ref()).is_err() {
+                d.push(v.span(), "log.level", "expected a level (error, warn, info, debug, trace) or a filter such as \"ncp_watchd=debug\"");
+            }
+            v.get_ref().clone()
+        }
+        None => "info".to_string(),
+    };
+    let format = match choice(d, "log.format", &raw.log.format, &["text", "json"]) {
+        Some("json") => LogFormat::Json,
+        _ => LogFormat::Text,
+    };
+
+    Config {
+        path: path.to_path_buf(),
+        instance,
+        credentials,
+        api,
+        poll,
+        watches,
+        sinks,
+        state_path,
+        listen,
+        log: LogConfig { level, format },
+    }
+}
+
+/// Relative state paths go under systemd's `$STATE_DIRECTORY` when set, else beside the config.
+fn resolve_state_path(path: &Path, base_dir: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    match std::env::var_os("STATE_DIRECTORY") {
+        // systemd may list several directories separated by colons; the first is ours.
+        Some(dirs) => {
+            let first = dirs.to_string_lossy().split(':').next().unwrap_or_default().to_string();
+            PathBuf::from(first).join(path)
+        }
+        None => base_dir.join(path),
+    }
+}
+
+fn watches(raw: &RawConfig, d: &mut Collector) -> Watches {
+    let mut w = Watches::default();
+    // Identity of each watch → the key path that first declared it, to report duplicates.
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut dup = |d: &mut Collector, identity: String, key: &str, span: Range<usize>| {
+        if let Some(first) = seen.get(&identity) {
+            d.push(span, key, format!("duplicate watch: {first} already watches {identity}; remove one of them"));
+        } else {
+            seen.insert(identity, key.to_string());
+        }
+    };
+
+    for (i, t) in raw.video_assets.iter().enumerate() {
+        let key = format!("watch.video_asset[{i}]");
+        let r = t.get_ref();
+        let workspace = required_text(d, &key, "workspace", &r.workspace, t.span());
+        let project_id = required_id(d, &key, "project_id", &r.project_id, t.span());
+        let asset_id = required_id(d, &key, "asset_id", &r.asset_id, t.span());
+        let name = r.name.as_ref().and_then(|n| non_empty(d, &format!("{key}.name"), n));
+        let analysis = r.analysis.as_ref().is_some_and(|a| *a.get_ref());
+        if let (Some(workspace), Some(project_id), Some(asset_id)) = (workspace, project_id, asset_id) {
+            let identity = format!("video asset {workspace}/{project_id}/{asset_id}");
+            dup(d, identity, &key, t.span());
+            w.video_assets.push(VideoAssetWatch { workspace, project_id, asset_id, name, analysis });
+        }
+    }
+    for (i, t) in raw.projects.iter().enumerate() {
+        let key = format!("watch.project[{i}]");
+        let r = t.get_ref();
+        let workspace = required_text(d, &key, "workspace", &r.workspace, t.span());
+        let project_id = required_id(d, &key, "project_id", &r.project_id, t.span());
+        let name = r.name.as_ref().and_then(|n| non_empty(d, &format!("{key}.name"), n));
+        let analysis = r.analysis.as_ref().is_some_and(|a| *a.get_ref());
+        if let (Some(workspace), Some(project_id)) = (workspace, project_id) {
+            dup(d, format!("project {workspace}/{project_id}"), &key, t.span());
+            w.projects.push(ProjectWatch { workspace, project_id, name, analysis });
+        }
+    }
+    for (i, t) in raw.search_images.iter().enumerate() {
+        let key = format!("watch.search_image[{i}]");
+        let r = t.get_ref();
+        let asset_key = required_text(d, &key, "asset_key", &r.asset_key, t.span());
+        let name = r.name.as_ref().and_then(|n| non_empty(d, &format!("{key}.name"), n));
+        if let Some(asset_key) = asset_key {
+            dup(d, format!("search image {asset_key}"), &key, t.span());
+            w.search_images.push(SearchImageWatch { asset_key, name });
+        }
+    }
+    // VOD watches are filters over one shared list: two that overlap would report the same
+    // encode twice, so every category (and "all categories") may be claimed once.
+    for (i, t) in raw.vods.iter().enumerate() {
+        let key = format!("watch.vod[{i}]");
+        let r = t.get_ref();
+        let mut categories = Vec::new();
+        match &r.categories {
+            Some(list) if list.get_ref().is_empty() => d.push(
+                list.span(),
+                format!("{key}.categories"),
+                "empty list watches nothing: list category ids or names, or remove the key to watch every category",
+            ),
+            Some(list) => {
+                for c in list.get_ref() {
+                    let text = match c.get_ref() {
+                        IdOrName::Int(n) => n.to_string(),
+                        IdOrName::Text(s) => s.trim().to_string(),
+                    };
+                    if text.is_empty() {
+                        d.push(c.span(), format!("{key}.categories"), "a category must be a non-empty id or name");
+                        continue;
+                    }
+                    dup(d, format!("VOD category {text}"), &format!("{key}.categories"), c.span());
+                    categories.push(text);
+                }
+            }
+            None => dup(d, "every VOD category".to_string(), &key, t.span()),
+        }
+        let progress_step = int(d, &format!("{key}.progress_step"), &r.progress_step, 0, 100).unwrap_or(0) as u8;
+        let name = r.name.as_ref().and_then(|n| non_empty(d, &format!("{key}.name"), n));
+        w.vods.push(VodWatch { categories, progress_step, name });
+    }
+    let all = raw.vods.iter().position(|t| t.get_ref().categories.is_none());
+    if let (Some(all), true) = (all, raw.vods.len() > 1) {
+        let t = &raw.vods[all];
+        d.push(
+            t.span(),
+            format!("watch.vod[{all}]"),
+            "a VOD watch without `categories` already watches every category, so the other [[watch.vod]] tables would report encodes twice; give each watch its categories or keep only this one",
+        );
+    }
+    w
+}
+
+fn sinks(raw: &RawConfig, base_dir: &Path, d: &mut Collector) -> Sinks {
+    let mut s = Sinks::default();
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut unique_name = |d: &mut Collector, name: &str, key: &str, span: Range<usize>| {
+        if let Some(first) = names.get(name) {
+            d.push(span, key, format!("sink name `{name}` is already used by {first}; sink names must be unique"));
+        } else {
+            names.insert(name.to_string(), key.to_string());
+        }
+    };
+
+    for (i, t) in raw.webhooks.iter().enumerate() {
+        let key = format!("sink.webhook[{i}]");
+        let r = t.get_ref();
+        let name = required_text(d, &key, "name", &r.name, t.span());
+        if let (Some(n), Some(field)) = (&name, &r.name) {
+            unique_name(d, n, &format!("{key}.name"), field.span());
+        }
+        let url = match &r.url {
+            Some(u) => webhook_url(d, &format!("{key}.url"), u),
+            None => {
+                d.push(t.span(), format!("{key}.url"), "missing required key `url`: the receiver's http or https URL");
+                None
+            }
+        };
+        let secret = match (&r.secret_file, &r.secret_env) {
+            (Some(_), Some(env)) => {
+                d.push(env.span(), format!("{key}.secret_env"), "set either `secret_file` or `secret_env`, not both");
+                None
+            }
+            (Some(f), None) => non_empty(d, &format!("{key}.secret_file"), f)
+                .map(|p| WebhookSecretSource::File(base_dir.join(p))),
+            (None, Some(e)) => non_empty(d, &format!("{key}.secret_env"), e).map(WebhookSecretSource::Env),
+            (None, None) => None,
+        };
+        let format = match choice(d, &format!("{key}.format"), &r.format, &["cloudevents", "slack"]) {
+            Some("slack") => WebhookFormat::Slack,
+            _ => WebhookFormat::CloudEvents,
+        };
+        let retry_initial = duration(d, &format!("{key}.retry_initial"), &r.retry_initial, DEFAULT_RETRY_INITIAL);
+        let retry_max = duration(d, &format!("{key}.retry_max"), &r.retry_max, DEFAULT_RETRY_MAX);
+        if retry_max < retry_initial {
+            let span = r.retry_max.as_ref().or(r.retry_initial.as_ref()).map_or(t.span(), Spanned::span);
+            d.push(span, format!("{key}.retry_max"), format!(
+                "retry_max ({}) is shorter than retry_initial ({}); raise retry_max or lower retry_initial",
+                humantime::format_duration(retry_max), humantime::format_duration(retry_initial)));
+        }
+        let sink = WebhookSink {
+            name: name.unwrap_or_default(),
+            url: url.as_ref().map(|u| Secret::new(u.as_str())).unwrap_or_else(|| Secret::new("")),
+            url_display: url.as_ref().map(redact_url).unwrap_or_default(),
+            secret,
+            events: events(d, &key, &r.events),
+            format,
+            timeout: duration(d, &format!("{key}.timeout"), &r.timeout, DEFAULT_WEBHOOK_TIMEOUT),
+            max_attempts: int(d, &format!("{key}.max_attempts"), &r.max_attempts, 1, 1000)
+                .map_or(DEFAULT_MAX_ATTEMPTS, |v| v as u32),
+            retry_initial,
+            retry_max,
+        };
+        s.webhooks.push(sink);
+    }
+
+    let mut paths: HashMap<Option<PathBuf>, String> = HashMap::new();
+    for (i, t) in raw.logs.iter().enumerate() {
+        let key = format!("sink.log[{i}]");
+        let r = t.get_ref();
+        let name = match &r.name {
+            Some(n) => non_empty(d, &format!("{key}.name"), n).unwrap_or_default(),
+            None if raw.logs.len() == 1 => "log".to_string(),
+            None => format!("log-{i}"),
+        };
+        unique_name(d, &name, &format!("{key}.name"), r.name.as_ref().map_or(t.span(), Spanned::span));
+        let path = r.path.as_ref().and_then(|p| non_empty(d, &format!("{key}.path"), p)).map(|p| base_dir.join(p));
+        let span = r.path.as_ref().map_or(t.span(), Spanned::span);
+        if let Some(first) = paths.get(&path) {
+            let target = path.as_ref().map_or("stdout".to_string(), |p| p.display().to_string());
+            d.push(span, format!("{key}.path"), format!("{first} already writes to {target}; two sinks would interleave lines"));
+        } else {
+            paths.insert(path.clone(), key.clone());
+        }
+        s.logs.push(LogSink { name, path, events: events(d, &key, &r.events) });
+    }
+    s
+}
+
+/// `events = [...]`: each glob must be able to match some event type, so a typo that
+/// would silently deliver nothing is caught here.
+fn events(d: &mut Collector, key: &str, field: &Field<Vec<Spanned<String>>>) -> Vec<String> {
+    let Some(list) = field else { return vec!["*".to_string()] };
+    let key = format!("{key}.events");
+    if list.get_ref().is_empty() {
+        d.push(list.span(), &key, "empty list delivers nothing: use [\"*\"] for every event, or remove the sink");
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for g in list.get_ref() {
+        let glob = g.get_ref();
+        let plausible = KNOWN_EVENT_TYPES.iter().any(|t| glob_matches(glob, t))
+            || EVENT_FAMILIES.iter().any(|f| glob.starts_with(f) && glob.len() > f.len());
+        if !plausible {
+            let hint = match nearest(glob, KNOWN_EVENT_TYPES.iter().copied()) {
+                Some(near) => format!("; did you mean `{near}`?"),
+                None => "; event types look like `video_asset.import.completed` or `vod.encode.*`".to_string(),
+            };
+            d.push(g.span(), &key, format!("`{glob}` matches no event type{hint}"));
+        }
+        out.push(glob.clone());
+    }
+    out
+}
+
+fn non_empty(d: &mut Collector, key: &str, v: &Spanned<String>) -> Option<String> {
+    let s = v.get_ref().trim();
+    if s.is_empty() {
+        d.push(v.span(), key, "must not be empty");
+        None
+    } else {
+        Some(s.to_string())
+    }
+}
+
+fn required_text(d: &mut Collector, table: &str, field: &str, v: &Field<String>, table_span: Range<usize>) -> Option<String> {
+    let key = format!("{table}.{field}");
+    match v {
+        Some(v) => non_empty(d, &key, v),
+        None => {
+            if !d.reported(&key) {
+                d.push(table_span, &key, format!("missing required key `{field}`"));
+            }
+            None
+        }
+    }
+}
+
+fn required_id(d: &mut Collector, table: &str, field: &str, v: &Field<IdOrName>, table_span: Range<usize>) -> Option<String> {
+    let key = format!("{table}.{field}");
+    match v {
+        Some(v) => {
+            let text = match v.get_ref() {
+                IdOrName::Int(n) if *n >= 0 => n.to_string(),
+                IdOrName::Int(_) => String::new(),
+                IdOrName::Text(s) => s.trim().to_string(),
+            };
+            if text.is_empty() || text.contains('/') {
+                d.push(v.span(), &key, "must be a non-empty id without `/`");
+                None
+            } else {
+                Some(text)
+            }
+        }
+        None => {
+            if !d.reported(&key) {
+                d.push(table_span, &key, format!("missing required key `{field}`"));
+            }
+            None
+        }
+    }
+}
+
+fn duration(d: &mut Collector, key: &str, v: &Field<String>, default: Duration) -> Duration {
+    let Some(v) = v else { return default };
+    match humantime::parse_duration(v.get_ref()) {
+        Ok(dur) if dur.is_zero() => {
+            d.push(v.span(), key, "must be longer than zero");
+            default
+        }
+        Ok(dur) => dur,
+        Err(e) => {
+            d.push(v.span(), key, format!("`{}` is not a duration ({e}); write it like \"30s\", \"10m\" or \"1h 30m\"", v.get_ref()));
+            default
+        }
+    }
+}
+
+fn int(d: &mut Collector, key: &str, v: &Field<i64>, min: i64, max: i64) -> Option<i64> {
+    let v = v.as_ref()?;
+    let n = *v.get_ref();
+    if n < min || n > max {
+        d.push(v.span(), key, format!("{n} is out of range: must be from {min} to {max}"));
+        None
+    } else {
+        Some(n)
+    }
+}
+
+fn choice<'a>(d: &mut Collector, key: &str, v: &Field<String>, options: &[&'a str]) -> Option<&'a str> {
+    let v = v.as_ref()?;
+    let found = options.iter().copied().find(|o| *o == v.get_ref());
+    if found.is_none() {
+        let opts = options.iter().map(|o| format!("\"{o}\"")).collect::<Vec<_>>().join(" or ");
+        d.push(v.span(), key, format!("`{}` is not valid: expected {opts}", v.get_ref()));
+    }
+    found
+}
+
+fn http_url(d: &mut Collector, key: &str, v: &Spanned<String>, what: &str) -> Option<url::Url> {
+    let url = match url::Url::parse(v.get_ref().trim()) {
+        Ok(u) => u,
+        Err(e) => {
+            // The URL parser's message never includes the input, so no token can leak here.
+            d.push(v.span(), key, format!("not a valid URL ({e}); expected {what}"));
+            return None;
+        }
+    };
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        d.push(v.span(), key, format!("expected {what}"));
+        return None;
+    }
+    Some(url)
+}
+
+fn base_url(d: &mut Collector, key: &str, v: &Field<String>, default: &str) -> url::Url {
+    let fallback = || url::Url::parse(default).expect("default URL parses");
+    let Some(v) = v else { return fallback() };
+    let Some(url) = http_url(d, key, v, "an http or https base URL such as \"https://mi.apigw.ntruss.com\"") else {
+        return fallback();
+    };
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        d.push(v.span(), key, "a base URL takes no query, fragment or user name");
+        return fallback();
+    }
+    url
+}
+
+fn webhook_url(d: &mut Collector, key: &str, v: &Spanned<String>) -> Option<url::Url> {
+    http_url(d, key, v, "an http or https URL of the receiver")
+}
+
+impl WebhookSecretSource {
+    /// Reads the secret and checks its `whsec_<base64>` form. Errors name the source,
+    /// never the value.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        use base64::Engine as _;
+        let value = match self {
+            Self::File(p) => std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read the webhook secret file {}: {e}", p.display()))?,
+            Self::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+        };
+        let value = value.trim();
+        let Some(encoded) = value.strip_prefix("whsec_") else {
+            return Err(format!("the webhook secret from {self} must look like whsec_<base64>"));
+        };
+        match base64::engine::general_purpose::STANDARD.decode(encoded) {
+            Ok(key) if !key.is_empty() => Ok(Secret::new(value)),
+            _ => Err(format!("the webhook secret from {self} is not valid base64 after whsec_")),
+        }
+    }
+}
+
+impl std::fmt::Display for WebhookSecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "file {}", p.display()),
+            Self::Env(v) => write!(f, "environment variable {v}"),
+        }
+    }
+}

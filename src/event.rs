@@ -1,0 +1,209 @@
+//! The CloudEvents 1.0 contract (SPEC §4): the one serialized type that sinks receive.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::watch::{Change, Resource};
+
+/// Every event type with a fixed name; statuses the API adds later form new types in the
+/// families of [`EVENT_FAMILIES`].
+pub const KNOWN_EVENT_TYPES: &[&str] = &[
+    "video_asset.import.in_progress",
+    "video_asset.import.completed",
+    "video_asset.import.failed",
+    "video_asset.import.file_not_exist",
+    "video_asset.import.invalid_metadata",
+    "video_asset.analysis.before_analyze",
+    "video_asset.analysis.wait_analyze",
+    "video_asset.analysis.analyzing",
+    "video_asset.analysis.analyze_completed",
+    "video_asset.analysis.analyze_fail",
+    "video_asset.analysis.analyze_cancel",
+    "search_image.upload.completed",
+    "search_image.upload.failed",
+    "project.asset.discovered",
+    "vod.encode.waiting",
+    "vod.encode.running",
+    "vod.encode.complete",
+    "vod.encode.failure",
+    "vod.encode.canceled",
+    "vod.encode.progress",
+    "watch.failing",
+    "watch.recovered",
+];
+
+/// Type prefixes whose last segment is an API status, open to values not yet documented.
+pub const EVENT_FAMILIES: &[&str] = &[
+    "video_asset.import.",
+    "video_asset.analysis.",
+    "search_image.upload.",
+    "vod.encode.",
+];
+
+/// Whether `event_type` matches `glob`, where `*` matches any run of characters.
+pub fn glob_matches(glob: &str, event_type: &str) -> bool {
+    let parts: Vec<&str> = glob.split('*').collect();
+    if parts.len() == 1 {
+        return glob == event_type;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !event_type.starts_with(first) || event_type.len() < first.len() + last.len() || !event_type.ends_with(last) {
+        return false;
+    }
+    let mut rest = &event_type[first.len()..event_type.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(i) => rest = &rest[i + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// A CloudEvents 1.0 event in structured JSON form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudEvent {
+    /// Always `"1.0"`.
+    pub specversion: String,
+    /// A UUIDv7, unique per event and stable across delivery attempts.
+    pub id: String,
+    /// `ncp-watchd/{instance}`.
+    pub source: String,
+    /// Such as `video_asset.import.completed`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The item, such as `workspaces/ws/projects/1/video-assets/2`.
+    pub subject: String,
+    /// When the change was observed, RFC 3339 in UTC with milliseconds.
+    pub time: String,
+    /// Always `"application/json"`.
+    pub datacontenttype: String,
+    /// The payload.
+    pub data: EventData,
+}
+
+/// The `data` of every event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventData {
+    /// The watch's `name`, when it has one.
+    pub watch: Option<String>,
+    /// The item, with `kind` and its identifiers.
+    pub resource: Value,
+    /// The status before; `null` on first sight.
+    pub previous: Option<String>,
+    /// The status now.
+    pub current: String,
+    /// Whether `current` is final.
+    pub terminal: bool,
+    /// The API's own fields besides identity and status.
+    pub detail: Value,
+    /// Encode progress in percent, for encodes.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub percent: Option<f64>,
+    /// Why a watch is failing (`watch.failing` and `watch.recovered` only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+impl CloudEvent {
+    /// The event for `change`, observed at `time` by instance `instance`.
+    pub fn from_change(change: &Change, instance: &str, watch: Option<&str>, time: DateTime<Utc>) -> Self {
+        let o = &change.observation;
+        CloudEvent {
+            specversion: "1.0".to_string(),
+            id: uuid::Uuid::now_v7().to_string(),
+            source: format!("ncp-watchd/{instance}"),
+            event_type: change.event_type(),
+            subject: o.resource.subject().to_string(),
+            time: time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            datacontenttype: "application/json".to_string(),
+            data: EventData {
+                watch: watch.map(str::to_string),
+                resource: resource_json(&o.resource),
+                previous: change.previous.clone(),
+                current: o.status.clone(),
+                terminal: o.terminal(),
+                detail: o.detail.clone(),
+                percent: o.percent,
+                error: None,
+            },
+        }
+    }
+}
+
+/// `data.resource`: the kind and the identifiers of the item.
+pub fn resource_json(resource: &Resource) -> Value {
+    match resource {
+        Resource::VideoAsset { workspace, project_id, asset_id }
+        | Resource::ProjectAsset { workspace, project_id, asset_id } => json!({
+            "kind": resource.kind(),
+            "workspace": workspace,
+            "project_id": project_id,
+            "asset_id": asset_id,
+        }),
+        Resource::SearchImage { asset_key } => json!({"kind": resource.kind(), "asset_key": asset_key}),
+        Resource::VodEncode { category_id, category_name, file_path, output_type } => json!({
+            "kind": resource.kind(),
+            "category_id": category_id,
+            "category_name": category_name,
+            "file_path": file_path,
+            "output_type": output_type,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::{Aspect, ChangeKind, Observation};
+
+    #[test]
+    fn globs_match_like_the_spec_examples() {
+        assert!(glob_matches("*", "vod.encode.complete"));
+        assert!(glob_matches("video_asset.import.*", "video_asset.import.completed"));
+        assert!(!glob_matches("video_asset.import.*", "video_asset.analysis.analyzing"));
+        assert!(glob_matches("vod.encode.complete", "vod.encode.complete"));
+        assert!(!glob_matches("vod.encode.complete", "vod.encode.completed"));
+        assert!(glob_matches("*.failed", "search_image.upload.failed"));
+        assert!(glob_matches("video_asset.*.completed", "video_asset.import.completed"));
+        assert!(!glob_matches("video_asset.*.completed", "video_asset.import.failed"));
+    }
+
+    #[test]
+    fn an_event_serializes_with_the_cloudevents_attribute_names() {
+        let change = Change {
+            kind: ChangeKind::Status,
+            previous: Some("IN_PROGRESS".into()),
+            observation: Observation {
+                resource: Resource::VideoAsset {
+                    workspace: "my-workspace".into(),
+                    project_id: "1234".into(),
+                    asset_id: "5678".into(),
+                },
+                aspect: Aspect::Import,
+                status: "COMPLETED".into(),
+                percent: None,
+                detail: json!({"uploadResult": "Upload completed"}),
+            },
+        };
+        let time = DateTime::parse_from_rfc3339("2026-11-22T10:00:00.123Z").unwrap().with_timezone(&Utc);
+        let event = CloudEvent::from_change(&change, "prod-1", Some("launch-trailer"), time);
+        let v = serde_json::to_value(&event).unwrap();
+        assert_eq!(v["specversion"], "1.0");
+        assert_eq!(v["type"], "video_asset.import.completed");
+        assert_eq!(v["source"], "ncp-watchd/prod-1");
+        assert_eq!(v["subject"], "workspaces/my-workspace/projects/1234/video-assets/5678");
+        assert_eq!(v["time"], "2026-11-22T10:00:00.123Z");
+        assert_eq!(v["datacontenttype"], "application/json");
+        assert_eq!(v["data"]["previous"], "IN_PROGRESS");
+        assert_eq!(v["data"]["current"], "COMPLETED");
+        assert_eq!(v["data"]["terminal"], true);
+        assert_eq!(v["data"]["watch"], "launch-trailer");
+        assert_eq!(v["data"]["resource"]["kind"], "video_asset");
+        assert_eq!(v["data"]["resource"]["asset_id"], "5678");
+        let id = uuid::Uuid::parse_str(v["id"].as_str().unwrap()).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        assert!(v["data"].get("error").is_none());
+    }
+}

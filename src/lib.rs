@@ -1,0 +1,24 @@
+//! ncp-watchd watches media work on NAVER Cloud Platform and tells other systems the
+//! moment it finishes.
+//!
+//! Data flows one way; the modules, in reading order:
+//!
+//! - [`config`]: the TOML file → validated [`config::Config`]; credentials; [`config::Secret`].
+//! - [`schedule`]: when to call NCP; the per-host rate limiter, the only door to the network.
+//! - [`ncp`]: the only code that knows NCP: signer, client, endpoints, wire types.
+//! - [`watch`]: the domain and the pure change detector.
+//! - [`event`]: the CloudEvents contract that sinks receive.
+//! - [`cmd`]: the commands (`check`, `once`, `register`).
+//! - [`sim`]: the NCP simulator behind `ncp-sim`, the demo and the tests.
+//! - [`cli`]: the command line.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod cmd;
+pub mod config;
+pub mod event;
+pub mod ncp;
+pub mod schedule;
+pub mod sim;
+pub mod watch;

@@ -1,0 +1,38 @@
+//! `ncp-watchd`: parse the command line, set up logging, run the command, map the outcome
+//! to an exit code (0 success, 1 runtime failure, 2 usage or configuration error).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ncp_watchd::cli::{Cli, Command};
+use ncp_watchd::cmd::{self, Failure};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cmd::init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Check(args) => cmd::check::run(&args).await,
+            Command::Once(args) => cmd::once::run(&args).await,
+            Command::Register(args) => cmd::register::run(&args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Config(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}

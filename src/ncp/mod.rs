@@ -1,0 +1,17 @@
+//! The only code that knows NCP: URLs, JSON shapes, signing and the gateway's errors.
+//!
+//! - [`signer`]: signature v2, a pure function.
+//! - [`client`]: builds, signs and sends requests through the rate limiter; classifies
+//!   answers into [`ApiError`]s that say whether and when to retry.
+//! - [`media`] and [`vod`]: the endpoints and their wire types, decoded tolerantly.
+//! - [`wire`]: lenient decoders for the documents' known inconsistencies.
+
+pub mod client;
+pub mod error;
+pub mod media;
+pub mod signer;
+pub mod vod;
+pub mod wire;
+
+pub use client::{Host, NcpClient};
+pub use error::{ApiError, Retry};

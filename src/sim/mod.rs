@@ -1,0 +1,1 @@
+//! The NCP API simulator.
