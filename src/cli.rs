@@ -28,6 +28,8 @@ pub enum Command {
     Check(ConfigArg),
     /// Poll every watch once, print each observation as an event JSON line, and exit.
     Once(ConfigArg),
+    /// Run the bundled simulator and watch its scenario play out, printing events live.
+    Demo,
     /// Register an Object Storage file as a media asset and print its asset id.
     Register(RegisterArgs),
 }

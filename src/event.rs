@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::watch::{Change, Resource};
 
-/// Every event type with a fixed name; statuses the API adds later form new types in the
-/// families of [`EVENT_FAMILIES`].
+/// Every documented event type; a status the API adds later forms a new type in its
+/// family (such as `vod.encode.paused`).
 pub const KNOWN_EVENT_TYPES: &[&str] = &[
     "video_asset.import.in_progress",
     "video_asset.import.completed",
@@ -31,14 +31,6 @@ pub const KNOWN_EVENT_TYPES: &[&str] = &[
     "vod.encode.progress",
     "watch.failing",
     "watch.recovered",
-];
-
-/// Type prefixes whose last segment is an API status, open to values not yet documented.
-pub const EVENT_FAMILIES: &[&str] = &[
-    "video_asset.import.",
-    "video_asset.analysis.",
-    "search_image.upload.",
-    "vod.encode.",
 ];
 
 /// Whether `event_type` matches `glob`, where `*` matches any run of characters.
@@ -135,15 +127,28 @@ impl CloudEvent {
 /// `data.resource`: the kind and the identifiers of the item.
 pub fn resource_json(resource: &Resource) -> Value {
     match resource {
-        Resource::VideoAsset { workspace, project_id, asset_id }
-        | Resource::ProjectAsset { workspace, project_id, asset_id } => json!({
+        Resource::VideoAsset {
+            workspace,
+            project_id,
+            asset_id,
+        }
+        | Resource::ProjectAsset {
+            workspace,
+            project_id,
+            asset_id,
+        } => json!({
             "kind": resource.kind(),
             "workspace": workspace,
             "project_id": project_id,
             "asset_id": asset_id,
         }),
         Resource::SearchImage { asset_key } => json!({"kind": resource.kind(), "asset_key": asset_key}),
-        Resource::VodEncode { category_id, category_name, file_path, output_type } => json!({
+        Resource::VodEncode {
+            category_id,
+            category_name,
+            file_path,
+            output_type,
+        } => json!({
             "kind": resource.kind(),
             "category_id": category_id,
             "category_name": category_name,
@@ -187,7 +192,9 @@ mod tests {
                 detail: json!({"uploadResult": "Upload completed"}),
             },
         };
-        let time = DateTime::parse_from_rfc3339("2026-11-22T10:00:00.123Z").unwrap().with_timezone(&Utc);
+        let time = DateTime::parse_from_rfc3339("2026-11-22T10:00:00.123Z")
+            .unwrap()
+            .with_timezone(&Utc);
         let event = CloudEvent::from_change(&change, "prod-1", Some("launch-trailer"), time);
         let v = serde_json::to_value(&event).unwrap();
         assert_eq!(v["specversion"], "1.0");

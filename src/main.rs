@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Check(args) => cmd::check::run(&args).await,
             Command::Once(args) => cmd::once::run(&args).await,
+            Command::Demo => cmd::demo::run().await,
             Command::Register(args) => cmd::register::run(&args).await,
         }
     });

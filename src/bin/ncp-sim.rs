@@ -1,1 +1,91 @@
-fn main() {}
+//! `ncp-sim`: the NCP API simulator on its own (SPEC §7).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ncp_watchd::sim::{self, Scenario, SimConfig, SimHandle};
+
+/// Serves NCP's Media Intelligence and VOD Station APIs from a scenario, for trying
+/// ncp-watchd without an NCP account.
+#[derive(Debug, Parser)]
+#[command(name = "ncp-sim", version, about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = sim::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Scenario file (TOML); the built-in scenario when absent.
+    #[arg(long, value_name = "FILE")]
+    scenario: Option<PathBuf>,
+    /// The access key to accept.
+    #[arg(long, default_value = sim::DEFAULT_ACCESS_KEY, requires = "secret_key")]
+    access_key: String,
+    /// The secret key to accept.
+    #[arg(long, default_value = sim::DEFAULT_SECRET_KEY)]
+    secret_key: String,
+    /// Calls per minute per access key and service before 429.
+    #[arg(long, default_value_t = sim::DEFAULT_QUOTA_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    quota: u32,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let scenario = match &args.scenario {
+        None => Scenario::built_in(),
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| Scenario::parse(&t))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: scenario {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let config = SimConfig {
+        access_key: args.access_key,
+        secret_key: args.secret_key,
+        quota_per_minute: args.quota,
+        scenario,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("the runtime starts");
+    runtime.block_on(async {
+        let printed = config.clone();
+        let handle = match SimHandle::start(config, args.listen).await {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("error: cannot listen on {}: {e}", args.listen);
+                return ExitCode::from(1);
+            }
+        };
+        println!("ncp-sim listening on {}", handle.url());
+        println!("  access key: {}", printed.access_key);
+        if printed.secret_key == sim::DEFAULT_SECRET_KEY {
+            println!("  secret key: {}", printed.secret_key);
+        } else {
+            println!("  secret key: (the one given with --secret-key)");
+        }
+        println!(
+            "  quota: {} calls/min per access key and service",
+            printed.quota_per_minute
+        );
+        println!(
+            "  admin: {}/_sim/requests, /_sim/state, /_sim/faults, /_sim/status",
+            handle.url()
+        );
+        wait_for_stop().await;
+        handle.stop().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_stop() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

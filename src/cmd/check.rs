@@ -19,10 +19,8 @@ pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
         }
     };
     for sink in &config.sinks.webhooks {
-        if let Some(source) = &sink.secret {
-            if let Err(e) = source.resolve() {
-                problems.push(format!("error: sink.webhook `{}`: {e}", sink.name));
-            }
+        if let Some(Err(e)) = sink.secret.as_ref().map(|source| source.resolve()) {
+            problems.push(format!("error: sink.webhook `{}`: {e}", sink.name));
         }
     }
     if !problems.is_empty() {
@@ -38,7 +36,11 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
     let w = &config.watches;
     let mut s = String::new();
     let _ = writeln!(s, "config {}: ok", config.path.display());
-    let _ = writeln!(s, "instance: {} (events have source ncp-watchd/{})", config.instance, config.instance);
+    let _ = writeln!(
+        s,
+        "instance: {} (events have source ncp-watchd/{})",
+        config.instance, config.instance
+    );
     let _ = writeln!(
         s,
         "watches: {} video_asset, {} project, {} search_image, {} vod",
@@ -50,18 +52,39 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
     let label = |n: &Option<String>| n.as_ref().map(|n| format!(" \"{n}\"")).unwrap_or_default();
     for v in &w.video_assets {
         let analysis = if v.analysis { " +analysis" } else { "" };
-        let _ = writeln!(s, "  video_asset  workspaces/{}/projects/{}/video-assets/{}{}{analysis}", v.workspace, v.project_id, v.asset_id, label(&v.name));
+        let _ = writeln!(
+            s,
+            "  video_asset  workspaces/{}/projects/{}/video-assets/{}{}{analysis}",
+            v.workspace,
+            v.project_id,
+            v.asset_id,
+            label(&v.name)
+        );
     }
     for p in &w.projects {
         let analysis = if p.analysis { " +analysis" } else { "" };
-        let _ = writeln!(s, "  project      workspaces/{}/projects/{}{}{analysis}", p.workspace, p.project_id, label(&p.name));
+        let _ = writeln!(
+            s,
+            "  project      workspaces/{}/projects/{}{}{analysis}",
+            p.workspace,
+            p.project_id,
+            label(&p.name)
+        );
     }
     for i in &w.search_images {
         let _ = writeln!(s, "  search_image query-assets/{}{}", i.asset_key, label(&i.name));
     }
     for v in &w.vods {
-        let cats = if v.categories.is_empty() { "every category".to_string() } else { format!("categories {}", v.categories.join(", ")) };
-        let step = if v.progress_step > 0 { format!(", progress every {}%", v.progress_step) } else { String::new() };
+        let cats = if v.categories.is_empty() {
+            "every category".to_string()
+        } else {
+            format!("categories {}", v.categories.join(", "))
+        };
+        let step = if v.progress_step > 0 {
+            format!(", progress every {}%", v.progress_step)
+        } else {
+            String::new()
+        };
         let _ = writeln!(s, "  vod          {cats}{step}{}", label(&v.name));
     }
     let sinks = &config.sinks;
@@ -86,12 +109,20 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
         );
     }
     for l in &sinks.logs {
-        let target = l.path.as_ref().map_or("stdout".to_string(), |p| p.display().to_string());
+        let target = l
+            .path
+            .as_ref()
+            .map_or("stdout".to_string(), |p| p.display().to_string());
         let _ = writeln!(s, "  log {} -> {target} (events {})", l.name, l.events.join(" "));
     }
     let a = &config.api;
     let _ = writeln!(s, "endpoints:");
-    let _ = writeln!(s, "  media {} (import status under {}/)", crate::config::redact_url(&a.media_url), a.media_asset_path.as_str());
+    let _ = writeln!(
+        s,
+        "  media {} (import status under {}/)",
+        crate::config::redact_url(&a.media_url),
+        a.media_asset_path.as_str()
+    );
     let _ = writeln!(s, "  vod   {}", crate::config::redact_url(&a.vod_url));
     let _ = writeln!(
         s,
@@ -101,7 +132,9 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
         humantime::format_duration(a.timeout)
     );
     let p = &config.poll;
-    let recheck = p.terminal_recheck.map_or("off".to_string(), |d| humantime::format_duration(d).to_string());
+    let recheck = p
+        .terminal_recheck
+        .map_or("off".to_string(), |d| humantime::format_duration(d).to_string());
     let _ = writeln!(
         s,
         "poll: every {}, discovery every {}, VOD lookback {}, backoff up to {}, terminal recheck {recheck}",

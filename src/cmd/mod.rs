@@ -1,6 +1,7 @@
 //! The commands. Each returns `Result<(), Failure>`; `main` maps the failure to an exit code.
 
 pub mod check;
+pub mod demo;
 pub mod once;
 pub mod register;
 
@@ -20,7 +21,10 @@ pub enum Failure {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Loads the config named by `-c`, `$NCP_WATCHD_CONFIG` or the default path.

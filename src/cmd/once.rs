@@ -19,10 +19,25 @@ use super::{Failure, load_config};
 /// What one round of polling saw.
 #[derive(Debug, Default)]
 pub struct Round {
-    /// One event per observation, in config order.
-    pub events: Vec<CloudEvent>,
+    /// Each observation with the name of the watch it came through, in config order.
+    pub observations: Vec<(Observation, Option<String>)>,
     /// Each failed poll: what was polled, and why it failed.
     pub failures: Vec<(String, ApiError)>,
+}
+
+impl Round {
+    /// One event per observation, each a first sight (`previous: null`).
+    pub fn first_sight_events(&self, instance: &str) -> Vec<CloudEvent> {
+        let now = chrono::Utc::now();
+        self.observations
+            .iter()
+            .flat_map(|(o, name)| {
+                detect(None, o, 0)
+                    .into_iter()
+                    .map(move |c| CloudEvent::from_change(&c, instance, name.as_deref(), now))
+            })
+            .collect()
+    }
 }
 
 /// Polls, prints events on stdout and failures on stderr; fails if any poll failed.
@@ -32,18 +47,22 @@ pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
     let client = NcpClient::new(&config.api, &credentials).map_err(|e| Failure::Runtime(e.to_string()))?;
     let round = poll_round(&config, &client).await;
     let mut out = std::io::stdout().lock();
-    for event in &round.events {
+    for event in &round.first_sight_events(&config.instance) {
         let line = serde_json::to_string(event).expect("events always serialize");
         writeln!(out, "{line}").map_err(|e| Failure::Runtime(format!("cannot write to stdout: {e}")))?;
     }
-    out.flush().map_err(|e| Failure::Runtime(format!("cannot write to stdout: {e}")))?;
+    out.flush()
+        .map_err(|e| Failure::Runtime(format!("cannot write to stdout: {e}")))?;
     if round.failures.is_empty() {
         return Ok(());
     }
     for (what, e) in &round.failures {
         eprintln!("error: polling {what} failed: {e}");
     }
-    Err(Failure::Runtime(format!("{} of the polls failed", round.failures.len())))
+    Err(Failure::Runtime(format!(
+        "{} of the polls failed",
+        round.failures.len()
+    )))
 }
 
 /// The outcome of one watch's polls: observations with their watch name, and failures.
@@ -65,7 +84,16 @@ pub async fn poll_round(config: &Config, client: &NcpClient) -> Round {
         let client = client.clone();
         tasks.spawn(async move {
             let mut r = WatchResult::default();
-            poll_asset(&client, &v.workspace, &v.project_id, &v.asset_id, v.analysis, &v.name, &mut r).await;
+            poll_asset(
+                &client,
+                &v.workspace,
+                &v.project_id,
+                &v.asset_id,
+                v.analysis,
+                &v.name,
+                &mut r,
+            )
+            .await;
             (slot, r)
         });
         slot += 1;
@@ -83,7 +111,16 @@ pub async fn poll_round(config: &Config, client: &NcpClient) -> Round {
                     for a in &assets {
                         let key = (p.workspace.clone(), p.project_id.clone(), a.asset_id.clone());
                         if !explicit.contains(&key) {
-                            poll_asset(&client, &p.workspace, &p.project_id, &a.asset_id, p.analysis, &p.name, &mut r).await;
+                            poll_asset(
+                                &client,
+                                &p.workspace,
+                                &p.project_id,
+                                &a.asset_id,
+                                p.analysis,
+                                &p.name,
+                                &mut r,
+                            )
+                            .await;
                         }
                     }
                 }
@@ -112,10 +149,16 @@ pub async fn poll_round(config: &Config, client: &NcpClient) -> Round {
         tasks.spawn(async move {
             let mut r = WatchResult::default();
             let now = chrono::Utc::now();
-            match client.vod_statuses((now - lookback).timestamp_millis(), now.timestamp_millis()).await {
+            match client
+                .vod_statuses((now - lookback).timestamp_millis(), now.timestamp_millis())
+                .await
+            {
                 Ok(encodes) => {
                     for e in &encodes {
-                        if let Some(watch) = vods.iter().find(|v| v.matches(&e.category_id, e.category_name.as_deref())) {
+                        if let Some(watch) = vods
+                            .iter()
+                            .find(|v| v.matches(&e.category_id, e.category_name.as_deref()))
+                        {
                             r.0.push((e.observation(), watch.name.clone()));
                         }
                     }
@@ -128,13 +171,8 @@ pub async fn poll_round(config: &Config, client: &NcpClient) -> Round {
     let mut results: Vec<(usize, WatchResult)> = tasks.join_all().await;
     results.sort_by_key(|(slot, _)| *slot);
     let mut round = Round::default();
-    let now = chrono::Utc::now();
     for (_, (observations, failures)) in results {
-        for (o, name) in observations {
-            for change in detect(None, &o, 0) {
-                round.events.push(CloudEvent::from_change(&change, &config.instance, name.as_deref(), now));
-            }
-        }
+        round.observations.extend(observations);
         round.failures.extend(failures);
     }
     round

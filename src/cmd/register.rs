@@ -23,7 +23,12 @@ pub async fn run(args: &RegisterArgs) -> Result<(), Failure> {
     let asset = client
         .register_asset(&args.workspace, &args.project, &args.bucket, &args.key)
         .await
-        .map_err(|e| Failure::Runtime(format!("registering {} from bucket {} failed: {e}", args.key, args.bucket)))?;
+        .map_err(|e| {
+            Failure::Runtime(format!(
+                "registering {} from bucket {} failed: {e}",
+                args.key, args.bucket
+            ))
+        })?;
     println!("{}", asset.asset_id);
     Ok(())
 }

@@ -39,6 +39,8 @@ pub enum CredentialSource {
     Env(&'static str),
     /// The NCP CLI's configure file.
     NcloudConfigure(PathBuf),
+    /// Built into the program (the demo's simulator credentials).
+    BuiltIn,
 }
 
 impl fmt::Display for CredentialSource {
@@ -47,6 +49,7 @@ impl fmt::Display for CredentialSource {
             Self::File(p) => write!(f, "file {}", p.display()),
             Self::Env(v) => write!(f, "environment variable {v}"),
             Self::NcloudConfigure(p) => write!(f, "NCP CLI file {}", p.display()),
+            Self::BuiltIn => f.write_str("the built-in simulator credentials"),
         }
     }
 }
@@ -73,7 +76,9 @@ pub enum CredentialError {
         path: PathBuf,
     },
     /// No source had it.
-    #[error("no {what} found: set [credentials] {key}_file, put it in $CREDENTIALS_DIRECTORY/{key}, export {env}, or run `ncloud configure` to write {cli_key} to ~/.ncloud/configure")]
+    #[error(
+        "no {what} found: set [credentials] {key}_file, put it in $CREDENTIALS_DIRECTORY/{key}, export {env}, or run `ncloud configure` to write {cli_key} to ~/.ncloud/configure"
+    )]
     Missing {
         /// Which credential.
         what: &'static str,
@@ -120,7 +125,12 @@ pub fn resolve_with(
 ) -> Result<Credentials, CredentialError> {
     let (access_key, access_key_source) = resolve_one(&ACCESS, config.access_key_file.as_deref(), config, env)?;
     let (secret_key, secret_key_source) = resolve_one(&SECRET, config.secret_key_file.as_deref(), config, env)?;
-    Ok(Credentials { access_key, secret_key, access_key_source, secret_key_source })
+    Ok(Credentials {
+        access_key,
+        secret_key,
+        access_key_source,
+        secret_key_source,
+    })
 }
 
 fn resolve_one(
@@ -129,7 +139,9 @@ fn resolve_one(
     config: &CredentialsConfig,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> Result<(Secret, CredentialSource), CredentialError> {
-    let cred_dir = env("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).map(PathBuf::from);
+    let cred_dir = env("CREDENTIALS_DIRECTORY")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from);
     if let Some(file) = file {
         let path = if file.is_absolute() {
             file.to_path_buf()
@@ -152,21 +164,33 @@ fn resolve_one(
     }
     if let Some(home) = env("HOME").filter(|h| !h.is_empty()) {
         let path = PathBuf::from(home).join(".ncloud").join("configure");
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            if let Some(value) = ncloud_configure_value(&text, spec.cli_key) {
-                return Ok((Secret::new(value), CredentialSource::NcloudConfigure(path)));
-            }
+        if let Some(value) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| ncloud_configure_value(&t, spec.cli_key))
+        {
+            return Ok((Secret::new(value), CredentialSource::NcloudConfigure(path)));
         }
     }
-    Err(CredentialError::Missing { what: spec.what, key: spec.key, env: spec.env, cli_key: spec.cli_key })
+    Err(CredentialError::Missing {
+        what: spec.what,
+        key: spec.key,
+        env: spec.env,
+        cli_key: spec.cli_key,
+    })
 }
 
 fn read_key_file(what: &'static str, path: &Path) -> Result<Secret, CredentialError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| CredentialError::Unreadable { what, path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| CredentialError::Unreadable {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
     let value = text.trim();
     if value.is_empty() {
-        return Err(CredentialError::Empty { what, path: path.to_path_buf() });
+        return Err(CredentialError::Empty {
+            what,
+            path: path.to_path_buf(),
+        });
     }
     Ok(Secret::new(value))
 }
@@ -193,7 +217,9 @@ fn ncloud_configure_value(text: &str, key: &str) -> Option<String> {
         }
     }
     let pick = |want: Option<&str>| found.iter().find(|(s, _)| s.as_deref() == want).map(|(_, v)| v.clone());
-    pick(Some("DEFAULT")).or_else(|| pick(None)).or_else(|| found.first().map(|(_, v)| v.clone()))
+    pick(Some("DEFAULT"))
+        .or_else(|| pick(None))
+        .or_else(|| found.first().map(|(_, v)| v.clone()))
 }
 
 #[cfg(test)]
@@ -202,8 +228,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn env_of(vars: &[(&str, &Path)]) -> impl Fn(&str) -> Option<OsString> + use<> {
-        let map: HashMap<String, OsString> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.as_os_str().to_owned())).collect();
+        let map: HashMap<String, OsString> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_os_str().to_owned()))
+            .collect();
         move |name| map.get(name).cloned()
     }
 
@@ -257,9 +285,15 @@ mod tests {
     #[test]
     fn ncp_cli_file_prefers_the_default_profile() {
         let text = "[other]\nncloud_access_key_id = OTHER\n[DEFAULT]\nncloud_access_key_id=DEF\n";
-        assert_eq!(ncloud_configure_value(text, "ncloud_access_key_id").as_deref(), Some("DEF"));
+        assert_eq!(
+            ncloud_configure_value(text, "ncloud_access_key_id").as_deref(),
+            Some("DEF")
+        );
         let text = "ncloud_access_key_id = TOP\n[p]\nncloud_access_key_id = P\n";
-        assert_eq!(ncloud_configure_value(text, "ncloud_access_key_id").as_deref(), Some("TOP"));
+        assert_eq!(
+            ncloud_configure_value(text, "ncloud_access_key_id").as_deref(),
+            Some("TOP")
+        );
         assert_eq!(ncloud_configure_value("[p]\n", "ncloud_access_key_id"), None);
     }
 
@@ -276,7 +310,12 @@ mod tests {
     fn nothing_found_says_every_place_to_put_the_key() {
         let err = resolve_with(&config(Path::new("/x"), None, None), &|_| None).unwrap_err();
         let msg = err.to_string();
-        for needle in ["access_key_file", "CREDENTIALS_DIRECTORY", "NCLOUD_ACCESS_KEY", "ncloud configure"] {
+        for needle in [
+            "access_key_file",
+            "CREDENTIALS_DIRECTORY",
+            "NCLOUD_ACCESS_KEY",
+            "ncloud configure",
+        ] {
             assert!(msg.contains(needle), "{msg} lacks {needle}");
         }
     }

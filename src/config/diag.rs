@@ -78,10 +78,18 @@ impl Collector {
             .into_iter()
             .map(|(span, key, message)| {
                 let (line, column) = line_column(source, span.start);
-                Diagnostic { line, column, key, message }
+                Diagnostic {
+                    line,
+                    column,
+                    key,
+                    message,
+                }
             })
             .collect();
-        Diagnostics { file: file.to_path_buf(), items }
+        Diagnostics {
+            file: file.to_path_buf(),
+            items,
+        }
     }
 }
 

@@ -33,15 +33,16 @@ const WATCH_KINDS: &[&str] = &["video_asset", "project", "search_image", "vod"];
 /// Tables under `[sink]`, each an array of tables.
 const SINK_KINDS: &[&str] = &["webhook", "log"];
 
-/// Parses `source` into raw sections, recording every problem in `diags`.
-pub(crate) fn parse(source: &str, diags: &mut Collector) -> RawConfig {
+/// Parses `source` into raw sections, recording every problem in `diags`; `None` when the
+/// TOML syntax itself is broken (then only the syntax errors are reported, since checks on
+/// a half-parsed file would mislead).
+pub(crate) fn parse(source: &str, diags: &mut Collector) -> Option<RawConfig> {
     let (root, errors) = DeTable::parse_recoverable(source);
     if !errors.is_empty() {
-        // Syntax errors make the recovered tree unreliable: report them alone.
         for e in errors {
             diags.push(e.span().unwrap_or(0..0), "", syntax_message(e.message()));
         }
-        return RawConfig::default();
+        return None;
     }
     let mut raw = RawConfig::default();
     for (key, value) in root.into_inner() {
@@ -77,7 +78,7 @@ pub(crate) fn parse(source: &str, diags: &mut Collector) -> RawConfig {
             other => unknown_key(diags, key.span(), "", other, TOP_KEYS),
         }
     }
-    raw
+    Some(raw)
 }
 
 /// toml's messages are multi-line; keep the first line, which says what is wrong.
@@ -88,7 +89,11 @@ fn syntax_message(message: &str) -> String {
 
 fn unknown_key(diags: &mut Collector, span: Range<usize>, parent: &str, key: &str, valid: &[&str]) {
     let path = join(parent, key);
-    let place = if parent.is_empty() { "at the top level".to_string() } else { format!("in [{parent}]") };
+    let place = if parent.is_empty() {
+        "at the top level".to_string()
+    } else {
+        format!("in [{parent}]")
+    };
     let message = match nearest(key, valid.iter().copied()) {
         Some(near) => format!("unknown key `{key}` {place}; did you mean `{near}`?"),
         None => format!("unknown key `{key}` {place}; valid keys are {}", list(valid)),
@@ -101,15 +106,15 @@ fn list(keys: &[&str]) -> String {
 }
 
 fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") }
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
 }
 
 /// A top-level scalar such as `instance`.
-fn scalar<T: DeserializeOwned>(
-    diags: &mut Collector,
-    path: &str,
-    value: Spanned<DeValue<'_>>,
-) -> Option<Spanned<T>> {
+fn scalar<T: DeserializeOwned>(diags: &mut Collector, path: &str, value: Spanned<DeValue<'_>>) -> Option<Spanned<T>> {
     let span = value.span();
     match Spanned::<T>::deserialize(ValueDeserializer::from(value)) {
         Ok(v) => Some(v),
@@ -152,7 +157,11 @@ fn array_of_tables<T: DeserializeOwned>(
 ) -> Vec<Spanned<T>> {
     let span = value.span();
     let DeValue::Array(items) = value.into_inner() else {
-        diags.push(span, path, format!("expected an array of tables: write [[{path}]] with double brackets"));
+        diags.push(
+            span,
+            path,
+            format!("expected an array of tables: write [[{path}]] with double brackets"),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();

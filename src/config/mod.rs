@@ -316,8 +316,10 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(path, &source)
     }
 
@@ -325,13 +327,11 @@ impl Config {
     /// relative paths).
     pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
         let mut diags = diag::Collector::default();
-        let raw = load::parse(source, &mut diags);
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let config = validate::validate(raw, path, &base_dir, &mut diags);
-        if diags.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError::Invalid(diags.finish(path, source)))
+        let config = load::parse(source, &mut diags).map(|raw| validate::validate(raw, path, &base_dir, &mut diags));
+        match config {
+            Some(config) if diags.is_empty() => Ok(config),
+            _ => Err(ConfigError::Invalid(diags.finish(path, source))),
         }
     }
 }

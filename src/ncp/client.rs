@@ -267,31 +267,58 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// Classifies an answer by HTTP status, then by the gateway's errorCode (SPEC §1).
 pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> Result<Value, ApiError> {
-    let parsed: Result<Value, _> = serde_json::from_slice(body);
+    let parsed = super::wire::parse_json(body);
     let code = status.as_u16();
     if status.is_success() {
         let value = parsed.map_err(|e| malformed(code, &format!("not JSON ({e})"), body))?;
         // The gateway has been seen to wrap an error in a 200; its errorCode decides then.
-        if let Some(e) = value.get("error").filter(|e| e.is_object()).and_then(|_| GatewayError::parse(&value)) {
+        if let Some(e) = value
+            .get("error")
+            .filter(|e| e.is_object())
+            .and_then(|_| GatewayError::parse(&value))
+        {
             return Err(by_error_code(code, e, retry_after));
         }
         return Ok(value);
     }
     let gateway = parsed.ok().as_ref().and_then(GatewayError::parse).unwrap_or_default();
-    let GatewayError { code: error_code, message } = gateway.clone();
+    let GatewayError {
+        code: error_code,
+        message,
+    } = gateway.clone();
     Err(match code {
-        400 => ApiError::BadRequest { code: error_code, message },
+        400 => ApiError::BadRequest {
+            code: error_code,
+            message,
+        },
         401 | 403 => auth(code, error_code, message),
-        404 => ApiError::NotFound { code: error_code, message },
-        429 => ApiError::RateLimited { code: error_code, retry_after },
-        408 | 500..=599 => ApiError::Server { status: code, code: error_code, message },
+        404 => ApiError::NotFound {
+            code: error_code,
+            message,
+        },
+        429 => ApiError::RateLimited {
+            code: error_code,
+            retry_after,
+        },
+        408 | 500..=599 => ApiError::Server {
+            status: code,
+            code: error_code,
+            message,
+        },
         _ if !error_code.is_empty() => by_error_code(code, gateway, retry_after),
-        _ => ApiError::Rejected { status: code, code: error_code, message },
+        _ => ApiError::Rejected {
+            status: code,
+            code: error_code,
+            message,
+        },
     })
 }
 
@@ -313,7 +340,12 @@ fn auth(status: u16, code: String, message: String) -> ApiError {
     } else {
         "check that the access key and secret key belong together and that the clock is within 5 minutes of UTC"
     };
-    ApiError::AuthRefused { status, code, message, hint }
+    ApiError::AuthRefused {
+        status,
+        code,
+        message,
+        hint,
+    }
 }
 
 fn malformed(status: u16, what: &str, body: &[u8]) -> ApiError {
@@ -322,7 +354,10 @@ fn malformed(status: u16, what: &str, body: &[u8]) -> ApiError {
         end -= 1;
     }
     let excerpt = String::from_utf8_lossy(&body[..end]);
-    ApiError::Malformed { status, reason: format!("{what}; body starts {excerpt:?}") }
+    ApiError::Malformed {
+        status,
+        reason: format!("{what}; body starts {excerpt:?}"),
+    }
 }
 
 /// Decodes `value` as `T`, or says which field did not fit.
@@ -335,7 +370,11 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(status: u16, value: Value) 
 /// (if any) is reached, or when a page repeats the previous one. The total is a hint only:
 /// the documents send it as a number or a string, and a wrong one must neither stop the
 /// walk early nor make it run forever.
-pub(crate) async fn collect_pages<T, F, Fut>(page_size: u32, key: impl Fn(&T) -> String, mut fetch: F) -> Result<Vec<T>, ApiError>
+pub(crate) async fn collect_pages<T, F, Fut>(
+    page_size: u32,
+    key: impl Fn(&T) -> String,
+    mut fetch: F,
+) -> Result<Vec<T>, ApiError>
 where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<(Vec<T>, Option<u64>), ApiError>>,
@@ -383,7 +422,10 @@ mod tests {
         assert!(matches!(err(503, &body("500")), ApiError::Server { status: 503, .. }));
         assert!(matches!(err(504, &body("510")), ApiError::Server { status: 504, .. }));
         assert!(matches!(err(500, &body("900")), ApiError::Server { status: 500, .. }));
-        assert!(matches!(err(502, "<html>bad gateway</html>"), ApiError::Server { status: 502, .. }));
+        assert!(matches!(
+            err(502, "<html>bad gateway</html>"),
+            ApiError::Server { status: 502, .. }
+        ));
         assert!(matches!(err(200, "{not json"), ApiError::Malformed { status: 200, .. }));
         assert!(matches!(err(200, &body("420")), ApiError::RateLimited { .. }));
     }
@@ -394,7 +436,10 @@ mod tests {
         let limited = classify(StatusCode::TOO_MANY_REQUESTS, Some(Duration::from_secs(7)), b"{}").unwrap_err();
         assert_eq!(limited.retry(), Retry::After(Duration::from_secs(7)));
         assert!(limited.slows_host());
-        let auth = err(401, r#"{"error":{"errorCode":"200","message":"Authentication Failed"}}"#);
+        let auth = err(
+            401,
+            r#"{"error":{"errorCode":"200","message":"Authentication Failed"}}"#,
+        );
         assert_eq!(auth.retry(), Retry::NotSoon);
         assert!(auth.fails_watch_at_once());
         assert_eq!(err(400, "{}").retry(), Retry::NotSoon);
@@ -422,11 +467,15 @@ mod tests {
     async fn pagination_stops_at_the_last_page_whatever_the_total_says() {
         // 25 items, pages of 10: the total is right, a string already parsed, too low, too high or absent.
         for total in [Some(25), Some(5), Some(1000), None] {
-            let got = collect_pages(10, |i: &u32| i.to_string(), |page| async move {
-                let start = (page - 1) * 10;
-                let items: Vec<u32> = (start..(start + 10).min(25)).collect();
-                Ok((items, total))
-            })
+            let got = collect_pages(
+                10,
+                |i: &u32| i.to_string(),
+                |page| async move {
+                    let start = (page - 1) * 10;
+                    let items: Vec<u32> = (start..(start + 10).min(25)).collect();
+                    Ok((items, total))
+                },
+            )
             .await
             .unwrap();
             assert_eq!(got, (0..25).collect::<Vec<_>>(), "total {total:?}");
@@ -435,7 +484,9 @@ mod tests {
 
     #[tokio::test]
     async fn pagination_stops_when_the_server_ignores_the_page_number() {
-        let got = collect_pages(2, |i: &u32| i.to_string(), |_| async { Ok((vec![1, 2], Some(10))) }).await.unwrap();
+        let got = collect_pages(2, |i: &u32| i.to_string(), |_| async { Ok((vec![1, 2], Some(10))) })
+            .await
+            .unwrap();
         assert_eq!(got, vec![1, 2]);
     }
 

@@ -95,7 +95,9 @@ impl ApiError {
     pub fn retry(&self) -> Retry {
         match self {
             Self::AuthRefused { .. } | Self::BadRequest { .. } => Retry::NotSoon,
-            Self::RateLimited { retry_after: Some(d), .. } => Retry::After(*d),
+            Self::RateLimited {
+                retry_after: Some(d), ..
+            } => Retry::After(*d),
             Self::RateLimited { retry_after: None, .. } => Retry::Backoff,
             Self::NotFound { .. }
             | Self::Server { .. }

@@ -140,9 +140,15 @@ pub struct RegisteredAsset {
 }
 
 /// Decodes a `result` object into `T` and keeps the object itself as `raw`.
-fn typed<T: serde::de::DeserializeOwned>(result: Value, set_raw: impl FnOnce(&mut T, Map<String, Value>)) -> Result<T, ApiError> {
+fn typed<T: serde::de::DeserializeOwned>(
+    result: Value,
+    set_raw: impl FnOnce(&mut T, Map<String, Value>),
+) -> Result<T, ApiError> {
     let Value::Object(map) = result else {
-        return Err(ApiError::Malformed { status: 200, reason: "`result` is not an object".into() });
+        return Err(ApiError::Malformed {
+            status: 200,
+            reason: "`result` is not an object".into(),
+        });
     };
     let mut t: T = decode(200, Value::Object(map.clone()))?;
     set_raw(&mut t, map);
@@ -157,21 +163,40 @@ pub fn envelope_result(body: Value) -> Result<Value, ApiError> {
         _ => "0".to_string(),
     };
     if code != "0" {
-        let message = body.get("message").and_then(Value::as_str).unwrap_or_default().to_string();
-        return Err(ApiError::Rejected { status: 200, code, message });
+        let message = body
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        return Err(ApiError::Rejected {
+            status: 200,
+            code,
+            message,
+        });
     }
     match body {
         Value::Object(mut m) => m
             .remove("result")
             .filter(|r| !r.is_null())
-            .ok_or_else(|| ApiError::Malformed { status: 200, reason: "the envelope has no `result`".into() }),
-        _ => Err(ApiError::Malformed { status: 200, reason: "the body is not a JSON object".into() }),
+            .ok_or_else(|| ApiError::Malformed {
+                status: 200,
+                reason: "the envelope has no `result`".into(),
+            }),
+        _ => Err(ApiError::Malformed {
+            status: 200,
+            reason: "the body is not a JSON object".into(),
+        }),
     }
 }
 
 /// `raw` without the keys that events carry elsewhere.
 fn detail(raw: &Map<String, Value>, drop: &[&str]) -> Value {
-    Value::Object(raw.iter().filter(|(k, _)| !drop.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect())
+    Value::Object(
+        raw.iter()
+            .filter(|(k, _)| !drop.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
 }
 
 impl ImportStatus {
@@ -203,7 +228,7 @@ impl AnalysisStatus {
             aspect: Aspect::Analysis,
             status: self.status.clone(),
             percent: None,
-            detail: detail(&self.raw, &["status"]),
+            detail: detail(&self.raw, &["assetId", "status"]),
         }
     }
 }
@@ -212,7 +237,9 @@ impl SearchImageStatus {
     /// The observation of the image watched as `asset_key`.
     pub fn observation(&self, asset_key: &str) -> Observation {
         Observation {
-            resource: Resource::SearchImage { asset_key: asset_key.into() },
+            resource: Resource::SearchImage {
+                asset_key: asset_key.into(),
+            },
             aspect: Aspect::Upload,
             status: self.upload_status.clone(),
             percent: None,
@@ -238,56 +265,138 @@ impl AssetSummary {
     }
 }
 
+/// Decodes an import-status answer.
+pub fn decode_import_status(body: Value) -> Result<ImportStatus, ApiError> {
+    typed(envelope_result(body)?, |t: &mut ImportStatus, raw| t.raw = raw)
+}
+
+/// Decodes an analysis-status answer.
+pub fn decode_analysis_status(body: Value) -> Result<AnalysisStatus, ApiError> {
+    typed(envelope_result(body)?, |t: &mut AnalysisStatus, raw| t.raw = raw)
+}
+
+/// Decodes a search-image upload-status answer.
+pub fn decode_search_image_status(body: Value) -> Result<SearchImageStatus, ApiError> {
+    typed(envelope_result(body)?, |t: &mut SearchImageStatus, raw| t.raw = raw)
+}
+
+/// Decodes one page of the asset list.
+pub fn decode_asset_page(body: Value) -> Result<(Vec<AssetSummary>, AssetPage), ApiError> {
+    let page: AssetPage = decode(200, envelope_result(body)?)?;
+    let mut assets = Vec::with_capacity(page.content.len());
+    for entry in &page.content {
+        assets.push(typed(entry.clone(), |t: &mut AssetSummary, raw| t.raw = raw)?);
+    }
+    Ok((assets, page))
+}
+
+/// Decodes a register answer.
+pub fn decode_registered_asset(body: Value) -> Result<RegisteredAsset, ApiError> {
+    typed(envelope_result(body)?, |t: &mut RegisteredAsset, raw| t.raw = raw)
+}
+
 impl NcpClient {
     /// The import status of one video asset.
-    pub async fn import_status(&self, workspace: &str, project_id: &str, asset_id: &str) -> Result<ImportStatus, ApiError> {
-        let p = path(&["api", "v1", "workspaces", workspace, "projects", project_id, self.asset_path.as_str(), asset_id, "import-status"]);
-        let result = envelope_result(self.get(Host::Media, &p, &[]).await?)?;
-        typed(result, |t: &mut ImportStatus, raw| t.raw = raw)
+    pub async fn import_status(
+        &self,
+        workspace: &str,
+        project_id: &str,
+        asset_id: &str,
+    ) -> Result<ImportStatus, ApiError> {
+        let p = path(&[
+            "api",
+            "v1",
+            "workspaces",
+            workspace,
+            "projects",
+            project_id,
+            self.asset_path.as_str(),
+            asset_id,
+            "import-status",
+        ]);
+        decode_import_status(self.get(Host::Media, &p, &[]).await?)
     }
 
     /// The analysis status of one asset.
-    pub async fn analysis_status(&self, workspace: &str, project_id: &str, asset_id: &str) -> Result<AnalysisStatus, ApiError> {
-        let p = path(&["api", "v1", "workspaces", workspace, "projects", project_id, "assets", asset_id, "index", "status"]);
-        let result = envelope_result(self.get(Host::Media, &p, &[]).await?)?;
-        typed(result, |t: &mut AnalysisStatus, raw| t.raw = raw)
+    pub async fn analysis_status(
+        &self,
+        workspace: &str,
+        project_id: &str,
+        asset_id: &str,
+    ) -> Result<AnalysisStatus, ApiError> {
+        let p = path(&[
+            "api",
+            "v1",
+            "workspaces",
+            workspace,
+            "projects",
+            project_id,
+            "assets",
+            asset_id,
+            "index",
+            "status",
+        ]);
+        decode_analysis_status(self.get(Host::Media, &p, &[]).await?)
     }
 
     /// The upload status of one search image.
     pub async fn search_image_status(&self, asset_key: &str) -> Result<SearchImageStatus, ApiError> {
         let p = path(&["api", "v1", "query-assets", "uploads", "complete"]);
         let body = serde_json::json!({ "assetKey": asset_key });
-        let result = envelope_result(self.post(Host::Media, &p, &body).await?)?;
-        typed(result, |t: &mut SearchImageStatus, raw| t.raw = raw)
+        decode_search_image_status(self.post(Host::Media, &p, &body).await?)
     }
 
     /// One page of a project's asset list (`page_num` from 1, `page_size` 1 to 1000).
-    pub async fn asset_page(&self, workspace: &str, project_id: &str, page_num: u32, page_size: u32) -> Result<(Vec<AssetSummary>, AssetPage), ApiError> {
+    pub async fn asset_page(
+        &self,
+        workspace: &str,
+        project_id: &str,
+        page_num: u32,
+        page_size: u32,
+    ) -> Result<(Vec<AssetSummary>, AssetPage), ApiError> {
         let p = path(&["api", "v1", "workspaces", workspace, "projects", project_id, "assets"]);
-        let query = [("pageNum", page_num.to_string()), ("pageSize", page_size.clamp(1, MAX_ASSET_PAGE_SIZE).to_string())];
-        let result = envelope_result(self.get(Host::Media, &p, &query).await?)?;
-        let page: AssetPage = decode(200, result)?;
-        let mut assets = Vec::with_capacity(page.content.len());
-        for entry in &page.content {
-            assets.push(typed(entry.clone(), |t: &mut AssetSummary, raw| t.raw = raw)?);
-        }
-        Ok((assets, page))
+        let query = [
+            ("pageNum", page_num.to_string()),
+            ("pageSize", page_size.clamp(1, MAX_ASSET_PAGE_SIZE).to_string()),
+        ];
+        decode_asset_page(self.get(Host::Media, &p, &query).await?)
     }
 
     /// Every asset of a project, page by page.
     pub async fn list_assets(&self, workspace: &str, project_id: &str) -> Result<Vec<AssetSummary>, ApiError> {
-        collect_pages(MAX_ASSET_PAGE_SIZE, |a: &AssetSummary| a.asset_id.clone(), |page| async move {
-            let (assets, meta) = self.asset_page(workspace, project_id, page, MAX_ASSET_PAGE_SIZE).await?;
-            Ok((assets, meta.total_count))
-        })
+        collect_pages(
+            MAX_ASSET_PAGE_SIZE,
+            |a: &AssetSummary| a.asset_id.clone(),
+            |page| async move {
+                let (assets, meta) = self
+                    .asset_page(workspace, project_id, page, MAX_ASSET_PAGE_SIZE)
+                    .await?;
+                Ok((assets, meta.total_count))
+            },
+        )
         .await
     }
 
     /// Registers an Object Storage file as a media asset of a project.
-    pub async fn register_asset(&self, workspace: &str, project_id: &str, bucket: &str, key: &str) -> Result<RegisteredAsset, ApiError> {
-        let p = path(&["api", "v1", "workspaces", workspace, "projects", project_id, "assets", "import", "object-storage"]);
+    pub async fn register_asset(
+        &self,
+        workspace: &str,
+        project_id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<RegisteredAsset, ApiError> {
+        let p = path(&[
+            "api",
+            "v1",
+            "workspaces",
+            workspace,
+            "projects",
+            project_id,
+            "assets",
+            "import",
+            "object-storage",
+        ]);
         let body = serde_json::json!({ "key": key, "bucketName": bucket });
-        let result = envelope_result(self.post(Host::Media, &p, &body).await?)?;
-        typed(result, |t: &mut RegisteredAsset, raw| t.raw = raw)
+        decode_registered_asset(self.post(Host::Media, &p, &body).await?)
     }
 }

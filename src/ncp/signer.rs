@@ -20,16 +20,10 @@ pub const HEADER_SIGNATURE: &str = "x-ncp-apigw-signature-v2";
 ///
 /// `path_and_query` is the request target without scheme and host, for example
 /// `/api/v2/status?pageNo=1&pageSizeNo=10`, exactly as sent.
-pub fn sign(
-    method: &str,
-    path_and_query: &str,
-    timestamp_ms: u64,
-    access_key: &str,
-    secret_key: &str,
-) -> String {
+pub fn sign(method: &str, path_and_query: &str, timestamp_ms: u64, access_key: &str, secret_key: &str) -> String {
     let message = format!("{method} {path_and_query}\n{timestamp_ms}\n{access_key}");
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret_key.as_bytes())
-        .expect("HMAC-SHA256 accepts keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret_key.as_bytes()).expect("HMAC-SHA256 accepts keys of any length");
     mac.update(message.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }

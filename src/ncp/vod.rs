@@ -72,7 +72,13 @@ impl VodEncode {
             aspect: Aspect::Encode,
             status: self.status.clone(),
             percent: self.percent,
-            detail: Value::Object(self.raw.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect()),
+            detail: Value::Object(
+                self.raw
+                    .iter()
+                    .filter(|(k, _)| keep(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
         }
     }
 
@@ -82,27 +88,40 @@ impl VodEncode {
     }
 }
 
+/// Decodes one page of the status list.
+pub fn decode_vod_page(body: Value) -> Result<(Vec<VodEncode>, VodPage), ApiError> {
+    let page: VodPage = decode(200, body)?;
+    let mut encodes = Vec::with_capacity(page.content.len());
+    for entry in &page.content {
+        let Value::Object(map) = entry else {
+            return Err(ApiError::Malformed {
+                status: 200,
+                reason: "a `content` entry is not an object".into(),
+            });
+        };
+        let mut e: VodEncode = decode(200, entry.clone())?;
+        e.raw = map.clone();
+        encodes.push(e);
+    }
+    Ok((encodes, page))
+}
+
 impl NcpClient {
     /// One page of encodes started between `from_ms` and `to_ms` (epoch milliseconds).
-    pub async fn vod_page(&self, page_no: u32, page_size_no: u32, from_ms: i64, to_ms: i64) -> Result<(Vec<VodEncode>, VodPage), ApiError> {
+    pub async fn vod_page(
+        &self,
+        page_no: u32,
+        page_size_no: u32,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Vec<VodEncode>, VodPage), ApiError> {
         let query = [
             ("pageNo", page_no.to_string()),
             ("pageSizeNo", page_size_no.max(MIN_PAGE_SIZE).to_string()),
             ("workStartTimeFrom", from_ms.to_string()),
             ("workStartTimeTo", to_ms.to_string()),
         ];
-        let body = self.get(Host::Vod, &path(&["api", "v2", "status"]), &query).await?;
-        let page: VodPage = decode(200, body)?;
-        let mut encodes = Vec::with_capacity(page.content.len());
-        for entry in &page.content {
-            let Value::Object(map) = entry else {
-                return Err(ApiError::Malformed { status: 200, reason: "a `content` entry is not an object".into() });
-            };
-            let mut e: VodEncode = decode(200, entry.clone())?;
-            e.raw = map.clone();
-            encodes.push(e);
-        }
-        Ok((encodes, page))
+        decode_vod_page(self.get(Host::Vod, &path(&["api", "v2", "status"]), &query).await?)
     }
 
     /// Every encode started between `from_ms` and `to_ms`, page by page.

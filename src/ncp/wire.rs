@@ -10,12 +10,54 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+/// Parses JSON, forgiving trailing commas before `]` or `}` (the VOD document's own
+/// response example has one) but nothing else.
+pub fn parse_json(body: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(body).or_else(|strict| {
+        let relaxed = without_trailing_commas(body);
+        if relaxed.len() == body.len() {
+            Err(strict)
+        } else {
+            serde_json::from_slice(&relaxed).map_err(|_| strict)
+        }
+    })
+}
+
+/// `body` without commas that are followed only by whitespace and a closing bracket,
+/// leaving string contents alone.
+fn without_trailing_commas(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, &b) in body.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b',' {
+            let next = body[i + 1..].iter().find(|c| !c.is_ascii_whitespace());
+            if matches!(next, Some(b']' | b'}')) {
+                continue;
+            }
+        }
+        out.push(b);
+    }
+    out
+}
+
 /// An id sent as a number or a string, kept as its text.
 pub fn id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match Value::deserialize(d)? {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
-        other => Err(serde::de::Error::custom(format!("expected an id, found {}", kind(&other)))),
+        other => Err(serde::de::Error::custom(format!(
+            "expected an id, found {}",
+            kind(&other)
+        ))),
     }
 }
 
@@ -25,7 +67,10 @@ pub fn opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(s)),
         Value::Number(n) => Ok(Some(n.to_string())),
-        other => Err(serde::de::Error::custom(format!("expected an id, found {}", kind(&other)))),
+        other => Err(serde::de::Error::custom(format!(
+            "expected an id, found {}",
+            kind(&other)
+        ))),
     }
 }
 
@@ -165,7 +210,10 @@ impl GatewayError {
             return Some(Self { code, message });
         }
         if body.get("code").is_some() {
-            return Some(Self { code: text(body.get("code")), message: text(body.get("message")) });
+            return Some(Self {
+                code: text(body.get("code")),
+                message: text(body.get("message")),
+            });
         }
         None
     }
@@ -209,7 +257,10 @@ mod tests {
 
     #[test]
     fn link_is_a_url_or_a_boolean() {
-        assert_eq!(probe(json!({"link": "https://x/y.mp4"})).link, Some(Link::Url("https://x/y.mp4".into())));
+        assert_eq!(
+            probe(json!({"link": "https://x/y.mp4"})).link,
+            Some(Link::Url("https://x/y.mp4".into()))
+        );
         assert_eq!(probe(json!({"link": true})).link, Some(Link::Available(true)));
         assert_eq!(probe(json!({"link": null})).link, None);
     }
@@ -219,11 +270,34 @@ mod tests {
         let t = probe(json!({"time": "2021-09-14T15:49:12+0900"})).time.unwrap();
         let ApiTime::Zoned(z) = t else { panic!("{t:?}") };
         assert_eq!(z.to_rfc3339(), "2021-09-14T15:49:12+09:00");
-        assert!(matches!(probe(json!({"time": "2025-04-23T16:49:23.885456721"})).time, Some(ApiTime::Local(_))));
-        assert!(matches!(probe(json!({"time": "2025-04-23T16:49:24"})).time, Some(ApiTime::Local(_))));
-        assert!(matches!(probe(json!({"time": "2026-11-22T10:00:00Z"})).time, Some(ApiTime::Zoned(_))));
-        assert!(matches!(probe(json!({"time": 1631404800000i64})).time, Some(ApiTime::EpochMillis(_))));
-        assert!(matches!(probe(json!({"time": {"epochSecond": 1}})).time, Some(ApiTime::Other(_))));
+        assert!(matches!(
+            probe(json!({"time": "2025-04-23T16:49:23.885456721"})).time,
+            Some(ApiTime::Local(_))
+        ));
+        assert!(matches!(
+            probe(json!({"time": "2025-04-23T16:49:24"})).time,
+            Some(ApiTime::Local(_))
+        ));
+        assert!(matches!(
+            probe(json!({"time": "2026-11-22T10:00:00Z"})).time,
+            Some(ApiTime::Zoned(_))
+        ));
+        assert!(matches!(
+            probe(json!({"time": 1631404800000i64})).time,
+            Some(ApiTime::EpochMillis(_))
+        ));
+        assert!(matches!(
+            probe(json!({"time": {"epochSecond": 1}})).time,
+            Some(ApiTime::Other(_))
+        ));
+    }
+
+    #[test]
+    fn trailing_commas_are_forgiven_outside_strings_only() {
+        assert_eq!(parse_json(b"{\"a\": [1, 2,\n ],}").unwrap(), json!({"a": [1, 2]}));
+        assert_eq!(parse_json(b"{\"a\": \",]\"}").unwrap(), json!({"a": ",]"}));
+        assert!(parse_json(b"{\"a\": 1,, }").is_err());
+        assert!(parse_json(b"{\"a\": ").is_err());
     }
 
     #[test]

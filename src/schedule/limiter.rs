@@ -16,6 +16,15 @@ use governor::{DefaultDirectRateLimiter, Quota};
 /// quota + 1 calls into one of its windows.
 const HEADROOM_PER_MILLE: u64 = 10;
 
+/// One call per emission interval, no burst.
+fn quota(per_minute: NonZeroU32) -> Quota {
+    let nanos = 60_000_000_000u64 / u64::from(per_minute.get());
+    let interval = Duration::from_nanos(nanos + nanos * HEADROOM_PER_MILLE / 1000);
+    Quota::with_period(interval)
+        .expect("interval is positive")
+        .allow_burst(NonZeroU32::MIN)
+}
+
 /// A limiter for one host.
 #[derive(Debug)]
 pub struct RateLimiter {
@@ -31,7 +40,10 @@ impl RateLimiter {
         let quota = Quota::with_period(interval)
             .expect("interval is positive")
             .allow_burst(NonZeroU32::MIN);
-        Self { inner: DefaultDirectRateLimiter::direct(quota), per_minute: per_minute.get() }
+        Self {
+            inner: DefaultDirectRateLimiter::direct(quota),
+            per_minute: per_minute.get(),
+        }
     }
 
     /// Waits until one more call fits the quota, then counts it.
@@ -42,5 +54,49 @@ impl RateLimiter {
     /// The configured quota.
     pub fn per_minute_quota(&self) -> u32 {
         self.per_minute
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    #[test]
+    fn no_sixty_second_window_holds_more_than_the_quota_and_little_is_wasted() {
+        for per_minute in [1u32, 7, 60, 1000, 6000] {
+            let clock = FakeRelativeClock::default();
+            let limiter =
+                governor::RateLimiter::direct_with_clock(quota(NonZeroU32::new(per_minute).unwrap()), clock.clone());
+            // Demand far beyond the quota for three minutes: ask fifty times per interval.
+            let step_us = (60_000_000 / u64::from(per_minute) / 50).clamp(1, 1000);
+            let mut granted = Vec::new();
+            let mut now_us = 0u64;
+            while now_us < 180_000_000 {
+                if limiter.check().is_ok() {
+                    granted.push(now_us);
+                }
+                clock.advance(Duration::from_micros(step_us));
+                now_us += step_us;
+            }
+            // Every closed window [t, t + 60 s] starting at a grant, the first minute included.
+            let mut end = 0;
+            for (start, &t) in granted.iter().enumerate() {
+                while end < granted.len() && granted[end] <= t + 60_000_000 {
+                    end += 1;
+                }
+                assert!(
+                    end - start <= per_minute as usize,
+                    "{per_minute}/min: {} calls in the window from {t} us",
+                    end - start
+                );
+            }
+            let used = granted.len() as f64 / (3.0 * f64::from(per_minute));
+            assert!(
+                used >= 0.97 || per_minute < 10,
+                "{per_minute}/min: only {:.1}% of the quota used",
+                used * 100.0
+            );
+        }
     }
 }

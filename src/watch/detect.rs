@@ -52,7 +52,11 @@ impl Change {
 /// The changes between `previous` and `observed`; `progress_step` is the encode percent
 /// step (0 = no progress events).
 pub fn detect(previous: Option<&Seen>, observed: &Observation, progress_step: u8) -> Vec<Change> {
-    let change = |kind, previous: Option<String>| Change { kind, previous, observation: observed.clone() };
+    let change = |kind, previous: Option<String>| Change {
+        kind,
+        previous,
+        observation: observed.clone(),
+    };
     if observed.aspect == Aspect::Listing {
         return match previous {
             None => vec![change(ChangeKind::Discovered, None)],
@@ -67,10 +71,10 @@ pub fn detect(previous: Option<&Seen>, observed: &Observation, progress_step: u8
     }
     if observed.aspect == Aspect::Encode && progress_step > 0 && !observed.terminal() {
         let bucket = |p: Option<f64>| p.map(|p| (p / f64::from(progress_step)).floor() as i64);
-        if let (Some(before), Some(now)) = (bucket(previous.percent), bucket(observed.percent)) {
-            if now > before {
-                return vec![change(ChangeKind::Progress, Some(previous.status.clone()))];
-            }
+        if let (Some(before), Some(now)) = (bucket(previous.percent), bucket(observed.percent))
+            && now > before
+        {
+            return vec![change(ChangeKind::Progress, Some(previous.status.clone()))];
         }
     }
     Vec::new()
@@ -94,19 +98,41 @@ mod tests {
     /// One row: what was seen, what is observed, the step, and the expected
     /// (event type, previous) pairs.
     fn check(seen: Option<(&str, Option<f64>)>, now: Observation, step: u8, expected: &[(&str, Option<&str>)]) {
-        let seen = seen.map(|(s, p)| Seen { status: s.into(), percent: p });
-        let got: Vec<(String, Option<String>)> =
-            detect(seen.as_ref(), &now, step).into_iter().map(|c| (c.event_type(), c.previous)).collect();
-        let want: Vec<(String, Option<String>)> =
-            expected.iter().map(|(t, p)| (t.to_string(), p.map(str::to_string))).collect();
+        let seen = seen.map(|(s, p)| Seen {
+            status: s.into(),
+            percent: p,
+        });
+        let got: Vec<(String, Option<String>)> = detect(seen.as_ref(), &now, step)
+            .into_iter()
+            .map(|c| (c.event_type(), c.previous))
+            .collect();
+        let want: Vec<(String, Option<String>)> = expected
+            .iter()
+            .map(|(t, p)| (t.to_string(), p.map(str::to_string)))
+            .collect();
         assert_eq!(got, want, "seen {seen:?}, observed {} {:?}", now.status, now.percent);
     }
 
     #[test]
     fn first_sight_is_a_change_from_nothing() {
-        check(None, obs(Aspect::Import, "IN_PROGRESS", None), 0, &[("video_asset.import.in_progress", None)]);
-        check(None, obs(Aspect::Upload, "COMPLETED", None), 0, &[("search_image.upload.completed", None)]);
-        check(None, obs(Aspect::Encode, "RUNNING", Some(60.0)), 25, &[("vod.encode.running", None)]);
+        check(
+            None,
+            obs(Aspect::Import, "IN_PROGRESS", None),
+            0,
+            &[("video_asset.import.in_progress", None)],
+        );
+        check(
+            None,
+            obs(Aspect::Upload, "COMPLETED", None),
+            0,
+            &[("search_image.upload.completed", None)],
+        );
+        check(
+            None,
+            obs(Aspect::Encode, "RUNNING", Some(60.0)),
+            25,
+            &[("vod.encode.running", None)],
+        );
     }
 
     #[test]
@@ -133,9 +159,24 @@ mod tests {
 
     #[test]
     fn the_same_status_again_is_no_change() {
-        check(Some(("IN_PROGRESS", None)), obs(Aspect::Import, "IN_PROGRESS", None), 0, &[]);
-        check(Some(("RUNNING", Some(10.0))), obs(Aspect::Encode, "RUNNING", Some(20.0)), 25, &[]);
-        check(Some(("RUNNING", Some(10.0))), obs(Aspect::Encode, "RUNNING", Some(90.0)), 0, &[]);
+        check(
+            Some(("IN_PROGRESS", None)),
+            obs(Aspect::Import, "IN_PROGRESS", None),
+            0,
+            &[],
+        );
+        check(
+            Some(("RUNNING", Some(10.0))),
+            obs(Aspect::Encode, "RUNNING", Some(20.0)),
+            25,
+            &[],
+        );
+        check(
+            Some(("RUNNING", Some(10.0))),
+            obs(Aspect::Encode, "RUNNING", Some(90.0)),
+            0,
+            &[],
+        );
     }
 
     #[test]
@@ -152,20 +193,40 @@ mod tests {
             25,
             &[("vod.encode.progress", Some("RUNNING"))],
         );
-        check(Some(("RUNNING", Some(50.0))), obs(Aspect::Encode, "RUNNING", Some(40.0)), 25, &[]);
-        check(Some(("RUNNING", None)), obs(Aspect::Encode, "RUNNING", Some(40.0)), 25, &[]);
+        check(
+            Some(("RUNNING", Some(50.0))),
+            obs(Aspect::Encode, "RUNNING", Some(40.0)),
+            25,
+            &[],
+        );
+        check(
+            Some(("RUNNING", None)),
+            obs(Aspect::Encode, "RUNNING", Some(40.0)),
+            25,
+            &[],
+        );
     }
 
     #[test]
     fn an_unknown_status_is_a_new_state_not_an_error() {
         let now = obs(Aspect::Import, "QUEUED_FOR_RETRY", None);
         assert!(!now.terminal());
-        check(Some(("IN_PROGRESS", None)), now, 0, &[("video_asset.import.queued_for_retry", Some("IN_PROGRESS"))]);
+        check(
+            Some(("IN_PROGRESS", None)),
+            now,
+            0,
+            &[("video_asset.import.queued_for_retry", Some("IN_PROGRESS"))],
+        );
     }
 
     #[test]
     fn a_listed_asset_is_discovered_once() {
-        check(None, obs(Aspect::Listing, "LISTED", None), 0, &[("project.asset.discovered", None)]);
+        check(
+            None,
+            obs(Aspect::Listing, "LISTED", None),
+            0,
+            &[("project.asset.discovered", None)],
+        );
         check(Some(("LISTED", None)), obs(Aspect::Listing, "LISTED", None), 0, &[]);
     }
 }

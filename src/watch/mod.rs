@@ -70,14 +70,27 @@ impl Resource {
     /// The event subject of this resource (SPEC §4).
     pub fn subject(&self) -> Subject {
         Subject(match self {
-            Self::VideoAsset { workspace, project_id, asset_id } => {
+            Self::VideoAsset {
+                workspace,
+                project_id,
+                asset_id,
+            } => {
                 format!("workspaces/{workspace}/projects/{project_id}/video-assets/{asset_id}")
             }
-            Self::ProjectAsset { workspace, project_id, asset_id } => {
+            Self::ProjectAsset {
+                workspace,
+                project_id,
+                asset_id,
+            } => {
                 format!("workspaces/{workspace}/projects/{project_id}/assets/{asset_id}")
             }
             Self::SearchImage { asset_key } => format!("query-assets/{asset_key}"),
-            Self::VodEncode { category_id, file_path, output_type, .. } => {
+            Self::VodEncode {
+                category_id,
+                file_path,
+                output_type,
+                ..
+            } => {
                 format!("vodstation/categories/{category_id}/files/{file_path}/outputs/{output_type}")
             }
         })
@@ -176,7 +189,13 @@ impl Observation {
 pub fn status_token(status: &str) -> String {
     status
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -186,11 +205,21 @@ mod tests {
 
     #[test]
     fn subjects_follow_the_spec_table() {
-        let v = Resource::VideoAsset { workspace: "ws".into(), project_id: "1234".into(), asset_id: "5678".into() };
+        let v = Resource::VideoAsset {
+            workspace: "ws".into(),
+            project_id: "1234".into(),
+            asset_id: "5678".into(),
+        };
         assert_eq!(v.subject().as_str(), "workspaces/ws/projects/1234/video-assets/5678");
-        let p = Resource::ProjectAsset { workspace: "ws".into(), project_id: "1".into(), asset_id: "2".into() };
+        let p = Resource::ProjectAsset {
+            workspace: "ws".into(),
+            project_id: "1".into(),
+            asset_id: "2".into(),
+        };
         assert_eq!(p.subject().as_str(), "workspaces/ws/projects/1/assets/2");
-        let s = Resource::SearchImage { asset_key: "images/a.jpg".into() };
+        let s = Resource::SearchImage {
+            asset_key: "images/a.jpg".into(),
+        };
         assert_eq!(s.subject().as_str(), "query-assets/images/a.jpg");
         let e = Resource::VodEncode {
             category_id: "10019".into(),
@@ -198,7 +227,10 @@ mod tests {
             file_path: "a/b.mp4".into(),
             output_type: "auto".into(),
         };
-        assert_eq!(e.subject().as_str(), "vodstation/categories/10019/files/a/b.mp4/outputs/auto");
+        assert_eq!(
+            e.subject().as_str(),
+            "vodstation/categories/10019/files/a/b.mp4/outputs/auto"
+        );
     }
 
     #[test]

@@ -1,0 +1,486 @@
+//! `ncp-watchd check`: every kind of configuration mistake, credentials, and secrets.
+
+use crate::helpers::{config_dir, text, watchd};
+
+const WATCH: &str = "[[watch.search_image]]\nasset_key = \"images/a.jpg\"\n";
+
+/// Runs `check` on `toml` and returns (exit code, stdout, stderr).
+async fn check(toml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let cfg = config_dir(toml);
+    let out = watchd(&["check", "-c", cfg.path.to_str().unwrap()], env).await;
+    let (stdout, stderr) = text(&out);
+    (
+        out.status.code().unwrap_or(-1),
+        stdout,
+        stderr.replace(cfg.path.to_str().unwrap(), "CONFIG"),
+    )
+}
+
+/// Asserts that `toml` fails with a message at `line` naming `key` and containing `needle`.
+async fn rejects(toml: &str, line: usize, key: &str, needle: &str) {
+    let (code, _, stderr) = check(toml, &[]).await;
+    assert_eq!(code, 2, "config should be rejected with exit 2:\n{toml}\n{stderr}");
+    let prefix = format!("error: CONFIG:{line}:");
+    let hit = stderr
+        .lines()
+        .find(|l| l.starts_with(&prefix) && l.contains(key) && l.contains(needle));
+    assert!(
+        hit.is_some(),
+        "expected a line starting {prefix:?} naming {key:?} with {needle:?}, got:\n{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_misspelled_key_names_the_line_the_key_and_the_nearest_valid_key() {
+    let toml = format!("{WATCH}[api]\nrate_limt_per_minute = 100\n");
+    rejects(
+        &toml,
+        4,
+        "api.rate_limt_per_minute",
+        "did you mean `rate_limit_per_minute`?",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_misspelled_section_or_watch_kind_suggests_the_right_one() {
+    rejects(
+        &format!("{WATCH}[pol]\ninterval = \"1s\"\n"),
+        3,
+        "pol",
+        "did you mean `poll`?",
+    )
+    .await;
+    rejects(
+        "[[watch.video_aset]]\nworkspace = \"w\"\n",
+        1,
+        "watch.video_aset",
+        "did you mean `video_asset`?",
+    )
+    .await;
+    rejects(
+        &format!("{WATCH}[[sink.webhok]]\nname = \"x\"\n"),
+        3,
+        "sink.webhok",
+        "did you mean `webhook`?",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn each_kind_of_mistake_is_rejected_with_its_line_and_key() {
+    let cases: &[(&str, usize, &str, &str)] = &[
+        (
+            "[api]\nrate_limit_per_minute = \"fast\"\n",
+            2,
+            "api.rate_limit_per_minute",
+            "expected an integer",
+        ),
+        (
+            "[api]\nrate_limit_per_minute = 0\n",
+            2,
+            "api.rate_limit_per_minute",
+            "out of range",
+        ),
+        ("[api]\nmax_in_flight = -1\n", 2, "api.max_in_flight", "out of range"),
+        (
+            "[api]\nmedia_url = \"ftp://example.com\"\n",
+            2,
+            "api.media_url",
+            "http or https",
+        ),
+        ("[api]\nvod_url = \"not a url\"\n", 2, "api.vod_url", "not a valid URL"),
+        (
+            "[api]\nmedia_asset_path = \"videos\"\n",
+            2,
+            "api.media_asset_path",
+            "\"video-assets\" or \"assets\"",
+        ),
+        (
+            "[poll]\ninterval = \"15 parsecs\"\n",
+            2,
+            "poll.interval",
+            "is not a duration",
+        ),
+        (
+            "[poll]\nmax_backoff = \"0s\"\n",
+            2,
+            "poll.max_backoff",
+            "longer than zero",
+        ),
+        (
+            "[poll]\nterminal_recheck = \"sometimes\"\n",
+            2,
+            "poll.terminal_recheck",
+            "is not a duration",
+        ),
+        (
+            "[server]\nlisten = \"localhost\"\n",
+            2,
+            "server.listen",
+            "address and port",
+        ),
+        ("[log]\nformat = \"xml\"\n", 2, "log.format", "\"text\" or \"json\""),
+        ("[state]\npath = \"\"\n", 2, "state.path", "must not be empty"),
+        ("[api\nx = 1\n", 1, "", "invalid TOML"),
+        ("instance = \"has space\"\n", 1, "instance", "letters, digits"),
+    ];
+    for (toml, line, key, needle) in cases {
+        // The watch goes after the mistake so line numbers stay those of the snippet.
+        rejects(&format!("{toml}{WATCH}"), *line, key, needle).await;
+    }
+}
+
+#[tokio::test]
+async fn watch_mistakes_are_rejected() {
+    let cases: &[(&str, usize, &str, &str)] = &[
+        (
+            "[[watch.video_asset]]\nworkspace = \"w\"\nproject_id = \"1\"\n",
+            1,
+            "watch.video_asset[0].asset_id",
+            "missing required key `asset_id`",
+        ),
+        (
+            "[[watch.video_asset]]\nworkspace = \"\"\nproject_id = 1\nasset_id = 2\n",
+            2,
+            "watch.video_asset[0].workspace",
+            "must not be empty",
+        ),
+        (
+            "[[watch.video_asset]]\nworkspace = \"w\"\nproject_id = true\nasset_id = 2\n",
+            3,
+            "watch.video_asset[0].project_id",
+            "expected an id",
+        ),
+        (
+            "[[watch.project]]\nworkspace = \"w\"\nproject_id = \"1\"\n[[watch.project]]\nworkspace = \"w\"\nproject_id = 1\n",
+            4,
+            "watch.project[1]",
+            "duplicate watch: watch.project[0] already watches project w/1",
+        ),
+        (
+            "[[watch.vod]]\ncategories = []\n",
+            2,
+            "watch.vod[0].categories",
+            "empty list watches nothing",
+        ),
+        (
+            "[[watch.vod]]\nprogress_step = 150\n",
+            2,
+            "watch.vod[0].progress_step",
+            "out of range",
+        ),
+        (
+            "[[watch.vod]]\ncategories = [\"a\"]\n[[watch.vod]]\ncategories = [\"b\", \"a\"]\n",
+            4,
+            "watch.vod[1].categories",
+            "already watches VOD category a",
+        ),
+        (
+            "[[watch.vod]]\n[[watch.vod]]\ncategories = [\"b\"]\n",
+            1,
+            "watch.vod[0]",
+            "already watches every category",
+        ),
+        (
+            "[watch.search_image]\nasset_key = \"k\"\n",
+            1,
+            "watch.search_image",
+            "double brackets",
+        ),
+        ("instance = \"x\"\n", 1, "watch", "no watches"),
+    ];
+    for (toml, line, key, needle) in cases {
+        rejects(toml, *line, key, needle).await;
+    }
+}
+
+#[tokio::test]
+async fn sink_mistakes_are_rejected() {
+    let hook = "[[sink.webhook]]\nname = \"ops\"\nurl = \"https://hooks.example.com/x\"\n";
+    let cases: Vec<(String, usize, &str, &str)> = vec![
+        (
+            format!("{hook}secret_file = \"s\"\nsecret_env = \"S\"\n"),
+            5,
+            "sink.webhook[0].secret_env",
+            "not both",
+        ),
+        (
+            format!("{hook}retry_initial = \"10m\"\nretry_max = \"1m\"\n"),
+            5,
+            "sink.webhook[0].retry_max",
+            "shorter than retry_initial",
+        ),
+        (
+            format!("{hook}events = [\"vod.encode.complet\"]\n"),
+            4,
+            "sink.webhook[0].events",
+            "did you mean `vod.encode.complete`?",
+        ),
+        (
+            format!("{hook}events = []\n"),
+            4,
+            "sink.webhook[0].events",
+            "empty list delivers nothing",
+        ),
+        (
+            format!("{hook}format = \"teams\"\n"),
+            4,
+            "sink.webhook[0].format",
+            "\"cloudevents\" or \"slack\"",
+        ),
+        (
+            format!("{hook}max_attempts = 0\n"),
+            4,
+            "sink.webhook[0].max_attempts",
+            "out of range",
+        ),
+        (
+            "[[sink.webhook]]\nurl = \"https://h.example.com\"\n".to_string(),
+            1,
+            "sink.webhook[0].name",
+            "missing required key `name`",
+        ),
+        (
+            "[[sink.webhook]]\nname = \"a\"\nurl = \"mailto:x@example.com\"\n".to_string(),
+            3,
+            "sink.webhook[0].url",
+            "http or https",
+        ),
+        (
+            format!("{hook}{hook}"),
+            5,
+            "sink.webhook[1].name",
+            "already used by sink.webhook[0].name",
+        ),
+        (
+            "[[sink.log]]\n[[sink.log]]\n".to_string(),
+            2,
+            "sink.log[1].path",
+            "already writes to stdout",
+        ),
+    ];
+    for (toml, line, key, needle) in cases {
+        rejects(&format!("{toml}{WATCH}"), line, key, needle).await;
+    }
+}
+
+#[tokio::test]
+async fn every_mistake_in_a_file_is_reported_in_one_run() {
+    let toml = "\
+[api]
+rate_limit_per_minute = 0
+timout = \"5s\"
+[poll]
+interval = \"soon\"
+[[watch.video_asset]]
+workspace = \"w\"
+project_id = \"1\"
+[[sink.webhook]]
+name = \"ops\"
+url = \"https://hooks.example.com\"
+retry_initial = 5
+";
+    let (code, _, stderr) = check(toml, &[]).await;
+    assert_eq!(code, 2);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: CONFIG:")).collect();
+    let lines: Vec<&str> = errors.iter().map(|l| l.split(':').nth(2).unwrap()).collect();
+    assert_eq!(lines, ["2", "3", "5", "6", "12"], "{stderr}");
+    assert!(
+        !stderr.contains("no watches"),
+        "an invalid watch is still a watch: {stderr}"
+    );
+    assert!(stderr.contains("5 problems in CONFIG"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_missing_config_file_is_a_usage_error_naming_the_file() {
+    let out = watchd(&["check", "-c", "/nonexistent/ncp-watchd.toml"], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("/nonexistent/ncp-watchd.toml"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_config_path_comes_from_the_environment_when_not_given() {
+    let cfg = config_dir(&format!("instance = \"from-env\"\n{WATCH}"));
+    let out = watchd(
+        &["check"],
+        &[
+            ("NCP_WATCHD_CONFIG", cfg.path.to_str().unwrap()),
+            ("NCLOUD_ACCESS_KEY", "a"),
+            ("NCLOUD_SECRET_KEY", "s"),
+        ],
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stdout.contains("instance: from-env"), "{stdout}");
+}
+
+#[tokio::test]
+async fn missing_credentials_fail_the_check_and_say_where_to_put_them() {
+    let (code, _, stderr) = check(WATCH, &[]).await;
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no access key found"), "{stderr}");
+    assert!(stderr.contains("NCLOUD_ACCESS_KEY"), "{stderr}");
+}
+
+#[tokio::test]
+async fn check_summarises_watches_sinks_endpoints_and_credential_sources() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("access_key"), "AKID-SENTINEL-4242\n").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let toml = "\
+instance = \"prod-1\"
+[credentials]
+access_key_file = \"access_key\"
+[api]
+media_asset_path = \"assets\"
+rate_limit_per_minute = 500
+[[watch.video_asset]]
+workspace = \"ws\"
+project_id = 1234
+asset_id = \"5678\"
+name = \"launch-trailer\"
+analysis = true
+[[watch.project]]
+workspace = \"ws\"
+project_id = \"1234\"
+[[watch.search_image]]
+asset_key = \"images/q.jpg\"
+[[watch.vod]]
+categories = [\"10019\", \"test2\"]
+progress_step = 25
+[[sink.webhook]]
+name = \"chat\"
+url = \"https://hooks.slack.example.com/services/T000/B000/URL-TOKEN-SENTINEL\"
+format = \"slack\"
+[[sink.log]]
+";
+    let (code, stdout, stderr) = check(
+        toml,
+        &[
+            ("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap()),
+            ("NCLOUD_SECRET_KEY", "SECRET-SENTINEL-9999"),
+            ("HOME", home.path().to_str().unwrap()),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    for needle in [
+        "watches: 1 video_asset, 1 project, 1 search_image, 1 vod",
+        "workspaces/ws/projects/1234/video-assets/5678 \"launch-trailer\" +analysis",
+        "categories 10019, test2, progress every 25%",
+        "webhook chat -> https://hooks.slack.example.com (slack, unsigned",
+        "log log -> stdout",
+        "import status under assets/",
+        "at most 500 calls/min per host",
+        &format!("access key from file {}", creds.path().join("access_key").display()),
+        "secret key from environment variable NCLOUD_SECRET_KEY",
+    ] {
+        assert!(stdout.contains(needle), "summary lacks {needle:?}:\n{stdout}");
+    }
+    for secret in [
+        "AKID-SENTINEL-4242",
+        "SECRET-SENTINEL-9999",
+        "URL-TOKEN-SENTINEL",
+        "/services/",
+    ] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} leaked:\n{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn credentials_come_from_the_ncp_cli_file_when_nothing_else_has_them() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join(".ncloud")).unwrap();
+    std::fs::write(
+        home.path().join(".ncloud/configure"),
+        "[DEFAULT]\nncloud_access_key_id = CLI-AK-SENTINEL\nncloud_secret_access_key = CLI-SK-SENTINEL\nncloud_api_url = https://ncloud.apigw.ntruss.com\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = check(WATCH, &[("HOME", home.path().to_str().unwrap())]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("access key from NCP CLI file"), "{stdout}");
+    assert!(!stdout.contains("CLI-AK-SENTINEL") && !stdout.contains("CLI-SK-SENTINEL"));
+}
+
+#[tokio::test]
+async fn webhook_secrets_must_be_present_and_well_formed_and_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, "not-a-whsec-SENTINEL").unwrap();
+    let toml = format!(
+        "{WATCH}[[sink.webhook]]\nname = \"a\"\nurl = \"https://a.example.com/TOKEN-A\"\nsecret_file = \"{}\"\n\
+         [[sink.webhook]]\nname = \"b\"\nurl = \"https://b.example.com/TOKEN-B\"\nsecret_env = \"HOOK_SECRET\"\n\
+         [[sink.webhook]]\nname = \"c\"\nurl = \"https://c.example.com/TOKEN-C\"\nsecret_env = \"UNSET_SECRET\"\n",
+        secret_file.display()
+    );
+    let env = [
+        ("NCLOUD_ACCESS_KEY", "a"),
+        ("NCLOUD_SECRET_KEY", "s"),
+        ("HOOK_SECRET", "whsec_%%%-SENTINEL"),
+    ];
+    let (code, stdout, stderr) = check(&toml, &env).await;
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("sink.webhook `a`: the webhook secret from file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("sink.webhook `b`: the webhook secret from environment variable HOOK_SECRET is not valid base64"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sink.webhook `c`: environment variable UNSET_SECRET is not set"),
+        "{stderr}"
+    );
+    for secret in ["SENTINEL", "TOKEN-"] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} leaked:\n{stderr}"
+        );
+    }
+
+    std::fs::write(&secret_file, "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+    let env = [
+        ("NCLOUD_ACCESS_KEY", "a"),
+        ("NCLOUD_SECRET_KEY", "s"),
+        ("HOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ("UNSET_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ];
+    let (code, stdout, stderr) = check(&toml, &env).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("signed with the secret from environment variable HOOK_SECRET"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("MfKQ9r8") && !stdout.contains("C2FVsBQ") && !stdout.contains("TOKEN-"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn debug_output_of_a_loaded_config_and_credentials_shows_no_secret() {
+    let config = crate::helpers::config(&format!(
+        "{WATCH}[[sink.webhook]]\nname = \"chat\"\nurl = \"https://hooks.example.com/services/URL-TOKEN-SENTINEL\"\n"
+    ));
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("URL-TOKEN-SENTINEL"), "{debug}");
+    assert!(
+        debug.contains("https://hooks.example.com"),
+        "the display form should remain: {debug}"
+    );
+    let creds = crate::helpers::credentials("AK-SENTINEL", "SK-SENTINEL");
+    let debug = format!("{creds:?}");
+    assert!(
+        !debug.contains("AK-SENTINEL") && !debug.contains("SK-SENTINEL"),
+        "{debug}"
+    );
+}

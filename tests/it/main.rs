@@ -1,0 +1,10 @@
+//! The integration tests: one binary. Helpers start the simulator in-process on
+//! 127.0.0.1:0 and run the real `ncp-watchd` binary against it. Nothing leaves loopback.
+
+mod helpers;
+
+mod check_command;
+mod client_against_sim;
+mod decoding;
+mod once_command;
+mod simulator;

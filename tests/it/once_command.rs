@@ -1,0 +1,296 @@
+//! `ncp-watchd once` end to end: the real binary against the simulator.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{config_dir, config_text, sim_env, sim_with, text, watchd};
+
+const SCENARIO: &str = r#"
+[[video_asset]]
+workspace = "ws"
+project_id = "1234"
+asset_id = "5678"
+resolution = "1920x1080"
+duration_ms = 253702
+size = 120333399
+format = "mp4"
+import = [{ at = "0s", status = "COMPLETED" }]
+analysis = [{ at = "0s", status = "ANALYZING" }]
+
+[[video_asset]]
+workspace = "ws"
+project_id = "1234"
+asset_id = "5679"
+import = [{ at = "0s", status = "IN_PROGRESS" }]
+
+[[search_image]]
+asset_key = "images/q.jpg"
+upload = [{ at = "0s", status = "FAILED", message = "OVER_SIZE_LIMIT" }]
+
+[[vod]]
+category_id = "10019"
+category_name = "test2"
+file_path = "movie.mp4"
+output_type = "auto_90fps_abr"
+size = 81040256
+started_ago = "1h"
+encode = [{ at = "0s", status = "COMPLETE", percent = 100 }]
+
+[[vod]]
+category_id = "10020"
+category_name = "promo"
+file_path = "teaser.mp4"
+output_type = "hls"
+encode = [{ at = "0s", status = "RUNNING", percent = 40 }]
+
+[[vod]]
+category_id = "10099"
+category_name = "unwatched"
+file_path = "old.mp4"
+output_type = "hls"
+encode = [{ at = "0s", status = "COMPLETE", percent = 100 }]
+"#;
+
+const WATCHES: &str = r#"
+instance = "it"
+[[watch.video_asset]]
+workspace = "ws"
+project_id = "1234"
+asset_id = "5678"
+name = "launch-trailer"
+analysis = true
+
+[[watch.project]]
+workspace = "ws"
+project_id = "1234"
+name = "whole-project"
+
+[[watch.search_image]]
+asset_key = "images/q.jpg"
+
+[[watch.vod]]
+categories = ["test2", "10020"]
+name = "encodes"
+"#;
+
+fn events(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn once_prints_a_typed_event_for_every_item_of_all_four_watch_kinds() {
+    let sim = sim_with(SCENARIO, 1000).await;
+    let cfg = config_dir(&config_text(&sim.url(), "", WATCHES));
+    let out = watchd(&["once", "-c", cfg.path.to_str().unwrap()], &sim_env()).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events = events(&stdout);
+
+    let by_type: BTreeMap<(String, String), &Value> = events
+        .iter()
+        .map(|e| {
+            (
+                (
+                    e["type"].as_str().unwrap().to_string(),
+                    e["subject"].as_str().unwrap().to_string(),
+                ),
+                e,
+            )
+        })
+        .collect();
+    let expected = [
+        (
+            "video_asset.import.completed",
+            "workspaces/ws/projects/1234/video-assets/5678",
+            "launch-trailer",
+            "COMPLETED",
+            true,
+        ),
+        (
+            "video_asset.analysis.analyzing",
+            "workspaces/ws/projects/1234/video-assets/5678",
+            "launch-trailer",
+            "ANALYZING",
+            false,
+        ),
+        (
+            "project.asset.discovered",
+            "workspaces/ws/projects/1234/assets/5678",
+            "whole-project",
+            "LISTED",
+            true,
+        ),
+        (
+            "project.asset.discovered",
+            "workspaces/ws/projects/1234/assets/5679",
+            "whole-project",
+            "LISTED",
+            true,
+        ),
+        (
+            "video_asset.import.in_progress",
+            "workspaces/ws/projects/1234/video-assets/5679",
+            "whole-project",
+            "IN_PROGRESS",
+            false,
+        ),
+        (
+            "search_image.upload.failed",
+            "query-assets/images/q.jpg",
+            "",
+            "FAILED",
+            true,
+        ),
+        (
+            "vod.encode.complete",
+            "vodstation/categories/10019/files/movie.mp4/outputs/auto_90fps_abr",
+            "encodes",
+            "COMPLETE",
+            true,
+        ),
+        (
+            "vod.encode.running",
+            "vodstation/categories/10020/files/teaser.mp4/outputs/hls",
+            "encodes",
+            "RUNNING",
+            false,
+        ),
+    ];
+    assert_eq!(
+        events.len(),
+        expected.len(),
+        "one event per observation, the unwatched category left out:\n{stdout}"
+    );
+    for (ty, subject, watch, current, terminal) in expected {
+        let e = by_type
+            .get(&(ty.to_string(), subject.to_string()))
+            .unwrap_or_else(|| panic!("no {ty} for {subject}:\n{stdout}"));
+        assert_eq!(e["specversion"], "1.0");
+        assert_eq!(e["source"], "ncp-watchd/it");
+        assert_eq!(e["datacontenttype"], "application/json");
+        assert!(uuid::Uuid::parse_str(e["id"].as_str().unwrap()).is_ok());
+        assert!(chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).is_ok());
+        let d = &e["data"];
+        assert_eq!(d["previous"], Value::Null, "first sight has previous null");
+        assert_eq!(d["current"], current);
+        assert_eq!(d["terminal"], terminal, "{ty}");
+        assert_eq!(d["watch"], if watch.is_empty() { Value::Null } else { json!(watch) });
+    }
+
+    let import = by_type[&(
+        "video_asset.import.completed".to_string(),
+        "workspaces/ws/projects/1234/video-assets/5678".to_string(),
+    )];
+    assert_eq!(
+        import["data"]["resource"],
+        json!({"kind": "video_asset", "workspace": "ws", "project_id": "1234", "asset_id": "5678"})
+    );
+    assert_eq!(
+        import["data"]["detail"]["metaData"],
+        json!({"resolution": "1920x1080", "durationMs": 253702, "size": 120333399, "format": "mp4"})
+    );
+    let image = by_type[&(
+        "search_image.upload.failed".to_string(),
+        "query-assets/images/q.jpg".to_string(),
+    )];
+    assert_eq!(image["data"]["detail"]["uploadMessage"], "OVER_SIZE_LIMIT");
+    let vod = by_type[&(
+        "vod.encode.complete".to_string(),
+        "vodstation/categories/10019/files/movie.mp4/outputs/auto_90fps_abr".to_string(),
+    )];
+    assert_eq!(vod["data"]["resource"]["category_name"], "test2");
+    assert_eq!(vod["data"]["percent"], 100.0);
+    assert_eq!(vod["data"]["detail"]["outputTotalSize"], 81040256);
+
+    // The explicitly watched asset is polled once, not a second time for the project.
+    let polls = sim
+        .requests()
+        .iter()
+        .filter(|r| r.target.ends_with("/5678/import-status"))
+        .count();
+    assert_eq!(polls, 1);
+}
+
+#[tokio::test]
+async fn once_fails_when_a_poll_fails_but_still_prints_what_it_saw() {
+    let sim = sim_with(SCENARIO, 1000).await;
+    let watches = "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1234\"\nasset_id = \"404\"\n\
+                   [[watch.search_image]]\nasset_key = \"images/q.jpg\"\n";
+    let cfg = config_dir(&config_text(&sim.url(), "", watches));
+    let out = watchd(&["once", "-c", cfg.path.to_str().unwrap()], &sim_env()).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("polling video asset ws/1234/404 failed: not found"),
+        "{stderr}"
+    );
+    assert_eq!(events(&stdout).len(), 1, "{stdout}");
+}
+
+#[tokio::test]
+async fn once_with_a_wrong_secret_reports_the_refusal_without_the_secret() {
+    let sim = sim_with(SCENARIO, 1000).await;
+    let cfg = config_dir(&config_text(
+        &sim.url(),
+        "",
+        "[[watch.search_image]]\nasset_key = \"images/q.jpg\"\n",
+    ));
+    let env = [
+        ("NCLOUD_ACCESS_KEY", ncp_watchd::sim::DEFAULT_ACCESS_KEY),
+        ("NCLOUD_SECRET_KEY", "WRONG-SECRET-SENTINEL"),
+    ];
+    let out = watchd(&["once", "-c", cfg.path.to_str().unwrap()], &env).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("authentication refused (HTTP 401, errorCode 200"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("WRONG-SECRET-SENTINEL") && !stdout.contains("WRONG-SECRET-SENTINEL"));
+}
+
+#[tokio::test]
+async fn register_prints_the_new_asset_id_and_the_asset_is_then_pollable() {
+    let sim = sim_with(SCENARIO, 1000).await;
+    let cfg = config_dir(&config_text(&sim.url(), "", WATCHES));
+    let path = cfg.path.to_str().unwrap();
+    let args = [
+        "register",
+        "-c",
+        path,
+        "--workspace",
+        "ws",
+        "--project",
+        "1234",
+        "--bucket",
+        "b",
+        "--key",
+        "up/new.mp4",
+    ];
+    let out = watchd(&args, &sim_env()).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "9000");
+    let registered = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.target.contains("/import/object-storage"));
+    assert_eq!(
+        registered.unwrap().target,
+        "/api/v1/workspaces/ws/projects/1234/assets/import/object-storage"
+    );
+
+    let mut with_watch = args.to_vec();
+    with_watch.push("--watch");
+    let out = watchd(&with_watch, &sim_env()).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        sim.requests().iter().filter(|r| r.method == "POST").count(),
+        1,
+        "--watch refuses before registering"
+    );
+}
