@@ -484,3 +484,40 @@ fn debug_output_of_a_loaded_config_and_credentials_shows_no_secret() {
         "{debug}"
     );
 }
+
+#[test]
+fn the_annotated_example_config_is_valid_and_documents_the_real_defaults() {
+    use ncp_watchd::config::*;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ncp-watchd.toml");
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.api.media_url.as_str(), format!("{DEFAULT_MEDIA_URL}/"));
+    assert_eq!(c.api.vod_url.as_str(), format!("{DEFAULT_VOD_URL}/"));
+    assert_eq!(c.api.media_asset_path, MediaAssetPath::VideoAssets);
+    assert_eq!(c.api.timeout, DEFAULT_API_TIMEOUT);
+    assert_eq!(c.api.rate_limit_per_minute, DEFAULT_RATE_LIMIT_PER_MINUTE);
+    assert_eq!(c.api.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+    assert_eq!(c.poll.interval, DEFAULT_POLL_INTERVAL);
+    assert_eq!(c.poll.max_backoff, DEFAULT_MAX_BACKOFF);
+    assert_eq!(c.poll.discovery_interval, DEFAULT_DISCOVERY_INTERVAL);
+    assert_eq!(c.poll.vod_lookback, DEFAULT_VOD_LOOKBACK);
+    assert_eq!(c.poll.terminal_recheck, None);
+    let hook = &c.sinks.webhooks[0];
+    assert_eq!(
+        (hook.timeout, hook.max_attempts),
+        (DEFAULT_WEBHOOK_TIMEOUT, DEFAULT_MAX_ATTEMPTS)
+    );
+    assert_eq!(
+        (hook.retry_initial, hook.retry_max),
+        (DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX)
+    );
+    assert_eq!(c.state_path, std::path::PathBuf::from(DEFAULT_STATE_PATH));
+    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.watches.len(), 4);
+}
+
+#[test]
+fn the_demo_config_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
+    let c = ncp_watchd::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.watches.len(), 5);
+}

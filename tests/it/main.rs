@@ -6,5 +6,6 @@ mod helpers;
 mod check_command;
 mod client_against_sim;
 mod decoding;
+mod demo_command;
 mod once_command;
 mod simulator;
