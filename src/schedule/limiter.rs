@@ -35,13 +35,8 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter allowing at most `per_minute` calls in any 60-second window.
     pub fn per_minute(per_minute: NonZeroU32) -> Self {
-        let nanos = 60_000_000_000u64 / u64::from(per_minute.get());
-        let interval = Duration::from_nanos(nanos + nanos * HEADROOM_PER_MILLE / 1000);
-        let quota = Quota::with_period(interval)
-            .expect("interval is positive")
-            .allow_burst(NonZeroU32::MIN);
         Self {
-            inner: DefaultDirectRateLimiter::direct(quota),
+            inner: DefaultDirectRateLimiter::direct(quota(per_minute)),
             per_minute: per_minute.get(),
         }
     }
