@@ -26,8 +26,12 @@ pub struct ConfigArg {
 pub enum Command {
     /// Validate the config and the presence of credentials, offline; print a summary.
     Check(ConfigArg),
-    /// Poll every watch once, print each observation as an event JSON line, and exit.
+    /// Run the daemon: poll within the quota, commit every change, deliver events.
+    Run(ConfigArg),
+    /// Poll every watch once, deliver and print what changed since the last run, and exit.
     Once(ConfigArg),
+    /// Show what each watched item last showed, from the state store.
+    Status(StatusArgs),
     /// Run the bundled simulator and watch its scenario play out, printing events live.
     Demo,
     /// Register an Object Storage file as a media asset and print its asset id.
@@ -52,7 +56,18 @@ pub struct RegisterArgs {
     /// Object key of the uploaded file.
     #[arg(long)]
     pub key: String,
-    /// Also add a persistent watch for the new asset (needs the state store).
+    /// Also add a persistent watch for the new asset, which a running daemon picks up.
     #[arg(long)]
     pub watch: bool,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The config file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -124,6 +124,41 @@ impl CloudEvent {
     }
 }
 
+impl CloudEvent {
+    /// `watch.failing` or `watch.recovered` about the item `subject`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn watch_health(
+        event_type: &str,
+        subject: &str,
+        resource: Value,
+        watch: Option<&str>,
+        status: Option<&str>,
+        error: Option<String>,
+        instance: &str,
+        time: DateTime<Utc>,
+    ) -> Self {
+        CloudEvent {
+            specversion: "1.0".to_string(),
+            id: uuid::Uuid::now_v7().to_string(),
+            source: format!("ncp-watchd/{instance}"),
+            event_type: event_type.to_string(),
+            subject: subject.to_string(),
+            time: time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            datacontenttype: "application/json".to_string(),
+            data: EventData {
+                watch: watch.map(str::to_string),
+                resource,
+                previous: status.map(str::to_string),
+                current: status.unwrap_or_default().to_string(),
+                terminal: false,
+                detail: Value::Object(Default::default()),
+                percent: None,
+                error,
+            },
+        }
+    }
+}
+
 /// `data.resource`: the kind and the identifiers of the item.
 pub fn resource_json(resource: &Resource) -> Value {
     match resource {

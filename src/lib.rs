@@ -17,8 +17,11 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod daemon;
 pub mod event;
 pub mod ncp;
 pub mod schedule;
 pub mod sim;
+pub mod sink;
+pub mod store;
 pub mod watch;

@@ -9,7 +9,10 @@ use ncp_watchd::cmd::{self, Failure};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cmd::init_logging();
+    // The daemon logs as its config says; the other commands log warnings to stderr.
+    if !matches!(cli.command, Command::Run(_)) {
+        cmd::init_logging();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -20,7 +23,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Check(args) => cmd::check::run(&args).await,
+            Command::Run(args) => cmd::run::run(&args).await,
             Command::Once(args) => cmd::once::run(&args).await,
+            Command::Status(args) => cmd::status::run(&args).await,
             Command::Demo => cmd::demo::run().await,
             Command::Register(args) => cmd::register::run(&args).await,
         }

@@ -1,34 +1,35 @@
-//! `ncp-watchd demo`: the bundled simulator, the demo configuration, and the events it
-//! produces, printed live as one-liners. No NCP account, no files, no network.
-//!
-//! Until the daemon and its state store exist, the demo polls in rounds and remembers
-//! what it saw in memory, so it prints only changes; it stops once the scenario has played
-//! out and a last round has seen it.
+//! `ncp-watchd demo`: the bundled simulator, the daemon with the demo configuration, and
+//! the events it commits, printed live as one-liners. No NCP account, no files kept, no
+//! network beyond loopback.
 
-use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
 use crate::config::{Config, CredentialSource, Credentials, Secret};
-use crate::event::CloudEvent;
-use crate::ncp::NcpClient;
+use crate::daemon;
 use crate::sim::{Scenario, SimConfig, SimHandle};
-use crate::watch::{Aspect, Seen, detect};
+use crate::sink::log::{LineFormat, LogSinkSpec};
+use crate::store::Store;
 
 use super::Failure;
-use super::once::poll_round;
 
 /// The demo configuration, embedded so the demo runs from any directory.
 pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 
-/// The demo gives up after this long, whatever the scenario does.
-const DEMO_DEADLINE: Duration = Duration::from_secs(60);
+/// The demo stops after this long, whatever the scenario does.
+const DEMO_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Runs the demo to the end of the scenario.
+/// Runs the demo until the scenario has played out and every item has reached its end.
 pub async fn run() -> Result<(), Failure> {
+    let runtime = |what: &str, e: &dyn std::fmt::Display| Failure::Runtime(format!("{what}: {e}"));
+    let state_dir = std::env::temp_dir().join(format!("ncp-watchd-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&state_dir).map_err(|e| runtime("cannot create the demo's state directory", &e))?;
     let mut config = Config::parse(Path::new("config/demo.toml"), DEMO_CONFIG)
-        .map_err(|e| Failure::Runtime(format!("the embedded demo config is invalid: {e}")))?;
+        .map_err(|e| runtime("the embedded demo config is invalid", &e))?;
     let sim_config = SimConfig::new(Scenario::built_in());
     let credentials = Credentials {
         access_key: Secret::new(sim_config.access_key.clone()),
@@ -38,79 +39,76 @@ pub async fn run() -> Result<(), Failure> {
     };
     let sim = SimHandle::start(sim_config, "127.0.0.1:0".parse().expect("a valid address"))
         .await
-        .map_err(|e| Failure::Runtime(format!("cannot start the simulator on loopback: {e}")))?;
+        .map_err(|e| runtime("cannot start the simulator on loopback", &e))?;
     let url: url::Url = sim.url().parse().expect("the simulator's URL parses");
     config.api.media_url = url.clone();
     config.api.vod_url = url;
-    let client = NcpClient::new(&config.api, &credentials).map_err(|e| Failure::Runtime(e.to_string()))?;
-
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "ncp-sim serving the built-in scenario at {}; watching {} items",
-        sim.url(),
-        config.watches.len()
-    );
-    let step_of = |name: &Option<String>| {
-        config
-            .watches
-            .vods
-            .iter()
-            .find(|v| &v.name == name)
-            .map_or(0, |v| v.progress_step)
+    config.state_path = state_dir.join("state.db");
+    // The demo prints readable lines instead of the config's JSON log sink.
+    config.sinks.logs.clear();
+    let printer = LogSinkSpec {
+        name: "demo".into(),
+        path: None,
+        events: vec!["*".into()],
+        format: LineFormat::Human,
     };
-    let mut seen: HashMap<(String, Aspect), Seen> = HashMap::new();
+
+    println!(
+        "ncp-sim is serving the built-in scenario at {}; the daemon watches it:",
+        sim.url()
+    );
+    let _ = std::io::stdout().flush();
+    let shutdown = CancellationToken::new();
+    let (_reloads, reload_rx) = mpsc::unbounded_channel();
+    let state_path = config.state_path.clone();
+    let settle = config.poll.discovery_interval + config.poll.interval;
+    let daemon = tokio::spawn(daemon::run(
+        config,
+        credentials,
+        shutdown.clone(),
+        reload_rx,
+        vec![printer],
+    ));
+
+    // Done when the scenario has played out, a discovery round has seen its end, and
+    // nothing the daemon watches is still moving.
     let started = tokio::time::Instant::now();
-    let mut events = 0usize;
+    let mut done_since: Option<tokio::time::Instant> = None;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
     loop {
-        let finished = sim.done();
-        let round = poll_round(&config, &client).await;
-        for (o, name) in &round.observations {
-            let key = (o.resource.subject().to_string(), o.aspect);
-            for change in detect(seen.get(&key), o, step_of(name)) {
-                let event = CloudEvent::from_change(&change, &config.instance, name.as_deref(), chrono::Utc::now());
-                let _ = writeln!(out, "{}", one_line(&event));
-                events += 1;
-            }
-            seen.insert(
-                key,
-                Seen {
-                    status: o.status.clone(),
-                    percent: o.percent,
-                },
-            );
-        }
-        for (what, e) in &round.failures {
-            let _ = writeln!(out, "{:>12}  poll of {what} failed: {e}", "");
-        }
-        let _ = out.flush();
-        if finished || started.elapsed() > DEMO_DEADLINE {
+        ticker.tick().await;
+        if started.elapsed() > DEMO_DEADLINE {
+            println!("the demo ran out of time ({}s); stopping", DEMO_DEADLINE.as_secs());
             break;
         }
-        tokio::time::sleep(config.poll.interval).await;
+        if !sim.done() {
+            continue;
+        }
+        let since = *done_since.get_or_insert_with(tokio::time::Instant::now);
+        let pending = Store::open(&state_path)
+            .and_then(|s| s.pending_items())
+            .unwrap_or(i64::MAX);
+        if pending == 0 && since.elapsed() >= settle {
+            break;
+        }
     }
-    let _ = writeln!(
-        out,
-        "scenario done: {events} events from {} API calls",
-        sim.requests().len()
+    shutdown.cancel();
+    let outcome = daemon.await;
+    let (events, calls) = (
+        Store::open(&state_path).and_then(|s| s.outbox_len()).unwrap_or(0),
+        sim.requests().len(),
     );
     sim.stop().await;
-    Ok(())
-}
-
-/// `10:00:00.123  video_asset.import.completed  workspaces/…/5678  IN_PROGRESS → COMPLETED  (launch-trailer)`
-pub fn one_line(e: &CloudEvent) -> String {
-    let time = e.time.get(11..23).unwrap_or(&e.time);
-    let from = e.data.previous.as_deref().unwrap_or("(new)");
-    let mut line = format!(
-        "{time}  {:<38} {:<64} {from} → {}",
-        e.event_type, e.subject, e.data.current
-    );
-    if let Some(p) = e.data.percent {
-        line.push_str(&format!(" {p:.0}%"));
+    let _ = std::fs::remove_dir_all(&state_dir);
+    match outcome {
+        Ok(Ok(())) => {
+            println!(
+                "scenario done: {events} events from {calls} API calls, in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Ok(Err(e)) => Err(runtime("the daemon failed", &e)),
+        Err(e) => Err(runtime("the daemon task failed", &e)),
     }
-    if let Some(w) = &e.data.watch {
-        line.push_str(&format!("  ({w})"));
-    }
-    line
 }

@@ -4,6 +4,8 @@ pub mod check;
 pub mod demo;
 pub mod once;
 pub mod register;
+pub mod run;
+pub mod status;
 
 use crate::cli::ConfigArg;
 use crate::config::{self, Config, ConfigError};
@@ -17,10 +19,11 @@ pub enum Failure {
     Runtime(String),
 }
 
-/// Logs go to stderr, so stdout stays clean for events; `RUST_LOG` sets the level.
+/// Logs go to stderr, so stdout stays clean for events; the commands report their own
+/// failures, so only errors are logged unless `RUST_LOG` asks for more.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

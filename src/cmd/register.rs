@@ -3,21 +3,18 @@
 use crate::cli::RegisterArgs;
 use crate::config::resolve_credentials;
 use crate::ncp::NcpClient;
+use crate::store::{DynamicWatch, Store};
 
 use super::{Failure, load_config};
 
 /// Registers the file and prints the new asset id on stdout.
 pub async fn run(args: &RegisterArgs) -> Result<(), Failure> {
-    if args.watch {
-        // Refuse before registering, so that a retry without the flag does not create a
-        // second asset.
-        return Err(Failure::Config(
-            "error: --watch needs the state store that `ncp-watchd run` keeps, which this build does not have yet; \
-             register without --watch and add a [[watch.video_asset]] table with the printed asset id"
-                .to_string(),
-        ));
-    }
     let config = load_config(&args.config)?;
+    // Open the store before registering, so a store problem cannot leave an unwatched asset.
+    let mut store = match args.watch {
+        true => Some(Store::open(&config.state_path).map_err(|e| Failure::Runtime(e.to_string()))?),
+        false => None,
+    };
     let credentials = resolve_credentials(&config.credentials).map_err(|e| Failure::Config(format!("error: {e}")))?;
     let client = NcpClient::new(&config.api, &credentials).map_err(|e| Failure::Runtime(e.to_string()))?;
     let asset = client
@@ -30,5 +27,21 @@ pub async fn run(args: &RegisterArgs) -> Result<(), Failure> {
             ))
         })?;
     println!("{}", asset.asset_id);
+    if let Some(store) = &mut store {
+        let watch = DynamicWatch {
+            id: 0,
+            workspace: args.workspace.clone(),
+            project_id: args.project.clone(),
+            asset_id: asset.asset_id.clone(),
+            name: None,
+            analysis: false,
+        };
+        store.add_dynamic_watch(&watch).map_err(|e| {
+            Failure::Runtime(format!(
+                "asset {} was registered but could not be added as a watch: {e}; add a [[watch.video_asset]] table for it",
+                asset.asset_id
+            ))
+        })?;
+    }
     Ok(())
 }

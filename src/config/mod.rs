@@ -110,7 +110,7 @@ impl MediaAssetPath {
 }
 
 /// `[api]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
     /// Media Intelligence base URL (scheme, host, optional path prefix).
     pub media_url: url::Url,

@@ -28,6 +28,51 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// How many bytes of an undecodable body go into the error, to help diagnose it.
 const BODY_EXCERPT_BYTES: usize = 200;
 
+/// How long a host is left alone after a 429 that names no `Retry-After`.
+const DEFAULT_HOST_PAUSE: Duration = Duration::from_secs(5);
+
+/// The way to one host: its rate limiter, and a pause set by the host's own 429s, so that
+/// one item's "slow down" slows every item on that host.
+#[derive(Debug)]
+struct HostGate {
+    limiter: RateLimiter,
+    paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl HostGate {
+    fn new(per_minute: NonZeroU32) -> Self {
+        Self {
+            limiter: RateLimiter::per_minute(per_minute),
+            paused_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits out any pause, then for the limiter.
+    async fn wait(&self) {
+        loop {
+            let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            match until {
+                Some(t) if t > tokio::time::Instant::now() => tokio::time::sleep_until(t).await,
+                _ => break,
+            }
+        }
+        self.limiter.acquire().await;
+    }
+
+    /// Keeps every call away from the host for `d` (a longer pause already set stands).
+    fn pause(&self, d: Duration) {
+        let until = tokio::time::Instant::now() + d;
+        let mut slot = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none_or(|t| t < until) {
+            *slot = Some(until);
+        }
+        tracing::warn!(
+            pause_secs = d.as_secs_f64(),
+            "the API answered 429: pausing every call to this host"
+        );
+    }
+}
+
 /// The two API hosts; each has its own rate limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -64,10 +109,10 @@ pub struct NcpClient {
     pub(crate) asset_path: MediaAssetPath,
     /// Deadline of one call, connect to last byte.
     timeout: Duration,
-    /// Per-host limiters: the only door to the network.
-    media_limiter: Arc<RateLimiter>,
-    /// See `media_limiter`.
-    vod_limiter: Arc<RateLimiter>,
+    /// Media Intelligence's gate: its limiter and pause.
+    media_gate: Arc<HostGate>,
+    /// VOD Station's gate.
+    vod_gate: Arc<HostGate>,
     /// Bounds concurrent calls across both hosts.
     in_flight: Arc<Semaphore>,
     /// Added to the clock when stamping requests; tests use it to send stale timestamps.
@@ -92,8 +137,8 @@ impl NcpClient {
             vod_url: api.vod_url.clone(),
             asset_path: api.media_asset_path,
             timeout: api.timeout,
-            media_limiter: Arc::new(RateLimiter::per_minute(per_minute)),
-            vod_limiter: Arc::new(RateLimiter::per_minute(per_minute)),
+            media_gate: Arc::new(HostGate::new(per_minute)),
+            vod_gate: Arc::new(HostGate::new(per_minute)),
             in_flight: Arc::new(Semaphore::new(api.max_in_flight.max(1))),
             clock_offset_ms: 0,
         })
@@ -153,10 +198,11 @@ impl NcpClient {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
         };
-        match host {
-            Host::Media => self.media_limiter.acquire().await,
-            Host::Vod => self.vod_limiter.acquire().await,
-        }
+        let gate = match host {
+            Host::Media => &self.media_gate,
+            Host::Vod => &self.vod_gate,
+        };
+        gate.wait().await;
         let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
         let timestamp = (chrono::Utc::now().timestamp_millis() + self.clock_offset_ms).max(0) as u64;
         let signature = signer::sign(
@@ -197,7 +243,13 @@ impl NcpClient {
         }
         .await;
         match result {
-            Ok((status, retry_after, Some(bytes))) => self.scrub(classify(status, retry_after, &bytes)),
+            Ok((status, retry_after, Some(bytes))) => {
+                let answer = self.scrub(classify(status, retry_after, &bytes));
+                if let Err(ApiError::RateLimited { retry_after, .. }) = &answer {
+                    gate.pause(retry_after.unwrap_or(DEFAULT_HOST_PAUSE));
+                }
+                answer
+            }
             Ok((status, _, None)) => Err(ApiError::Malformed {
                 status: status.as_u16(),
                 reason: format!("body larger than {MAX_BODY_BYTES} bytes"),

@@ -1,5 +1,8 @@
-//! When to call NCP. For now: the per-host rate limiter, the only door to the network.
+//! When to call NCP: the earliest-due queue, the backoff policy, and the per-host rate
+//! limiter that is the only door to the network.
 
 mod limiter;
+mod queue;
 
 pub use limiter::RateLimiter;
+pub use queue::{DueQueue, backoff};

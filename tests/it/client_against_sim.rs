@@ -192,9 +192,9 @@ async fn each_gateway_error_class_arrives_classified() {
     assert!(matches!(call().await, Err(ApiError::BadRequest { .. })));
     sim.inject(fault("import-status", error(401, Some("210"), None)));
     assert!(matches!(call().await, Err(ApiError::AuthRefused { code, .. }) if code == "210"));
-    sim.inject(fault("import-status", error(429, Some("420"), Some(7))));
+    sim.inject(fault("import-status", error(429, Some("420"), Some(1))));
     let e = call().await.unwrap_err();
-    assert_eq!(e.retry(), Retry::After(Duration::from_secs(7)));
+    assert_eq!(e.retry(), Retry::After(Duration::from_secs(1)));
     assert!(e.slows_host());
     for (status, code) in [(503, "500"), (504, "510"), (500, "900")] {
         sim.inject(fault("import-status", error(status, None, None)));

@@ -44,7 +44,12 @@ pub fn config_text(url: &str, api_extra: &str, rest: &str) -> String {
             api.push('\n');
         }
     }
-    format!("{rest}\n{api}")
+    let state = if rest.contains("[state]") {
+        ""
+    } else {
+        "[state]\npath = \"state.db\"\n"
+    };
+    format!("{rest}\n{state}{api}")
 }
 
 /// A validated config from `text` (paths resolve in a temporary directory).

@@ -225,7 +225,7 @@ async fn once_fails_when_a_poll_fails_but_still_prints_what_it_saw() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("polling video asset ws/1234/404 failed: not found"),
+        stderr.contains("polling import workspaces/ws/projects/1234/video-assets/404 failed: not found"),
         "{stderr}"
     );
     assert_eq!(events(&stdout).len(), 1, "{stdout}");
@@ -284,13 +284,21 @@ async fn register_prints_the_new_asset_id_and_the_asset_is_then_pollable() {
         "/api/v1/workspaces/ws/projects/1234/assets/import/object-storage"
     );
 
+    // With --watch the new asset becomes a watch of its own: the next run polls it.
     let mut with_watch = args.to_vec();
     with_watch.push("--watch");
     let out = watchd(&with_watch, &sim_env()).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        sim.requests().iter().filter(|r| r.method == "POST").count(),
-        1,
-        "--watch refuses before registering"
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "9001");
+    let out = watchd(&["once", "-c", path], &sim_env()).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        events(&stdout)
+            .iter()
+            .any(|e| e["subject"] == "workspaces/ws/projects/1234/video-assets/9001"
+                && e["type"] == "video_asset.import.in_progress"),
+        "{stdout}"
     );
 }

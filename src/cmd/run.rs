@@ -1,0 +1,67 @@
+//! `ncp-watchd run`: the daemon, with signals. SIGTERM and SIGINT stop it gracefully;
+//! SIGHUP reloads the config file, and an invalid new file is logged and ignored.
+
+use std::path::PathBuf;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ConfigArg;
+use crate::config::{self, Config, LogFormat, resolve_credentials};
+use crate::daemon;
+
+use super::{Failure, load_config, render_config_error};
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
+    let path = config::config_path(args.config.as_deref());
+    let config = load_config(args)?;
+    init_logging(&config);
+    let credentials = resolve_credentials(&config.credentials).map_err(|e| Failure::Config(format!("error: {e}")))?;
+    let shutdown = CancellationToken::new();
+    let (reloads, reload_rx) = mpsc::unbounded_channel();
+    let signals = watch_signals(path, shutdown.clone(), reloads).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let result = daemon::run(config, credentials, shutdown.clone(), reload_rx, Vec::new()).await;
+    shutdown.cancel();
+    signals.abort();
+    result.map_err(|e| Failure::Runtime(e.to_string()))
+}
+
+/// Logs to stderr in the configured format; `RUST_LOG` overrides the configured level.
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn watch_signals(
+    path: PathBuf,
+    shutdown: CancellationToken,
+    reloads: mpsc::UnboundedSender<Config>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); shutdown.cancel(); }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); shutdown.cancel(); }
+                _ = hup.recv() => match Config::load(&path) {
+                    Ok(c) => { tracing::info!(config = %path.display(), "SIGHUP: reloading"); let _ = reloads.send(c); }
+                    Err(e) => tracing::error!(
+                        problems = %render_config_error(&e),
+                        "SIGHUP: the new configuration is invalid; the previous one keeps running"
+                    ),
+                },
+            }
+        }
+    }))
+}

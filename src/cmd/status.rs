@@ -1,0 +1,104 @@
+//! `ncp-watchd status`: what each item last showed, read from the state store.
+
+use std::fmt::Write as _;
+
+use serde_json::json;
+
+use crate::cli::StatusArgs;
+use crate::store::{ItemRow, Store};
+
+use super::{Failure, load_config};
+
+/// Prints a table, or JSON with `--json`.
+pub async fn run(args: &StatusArgs) -> Result<(), Failure> {
+    let config = load_config(&args.config)?;
+    if !config.state_path.exists() {
+        return Err(Failure::Runtime(format!(
+            "no state yet at {}: run `ncp-watchd once` or start the daemon first",
+            config.state_path.display()
+        )));
+    }
+    let store = Store::open(&config.state_path).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let items = store.items().map_err(|e| Failure::Runtime(e.to_string()))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    if args.json {
+        let rows: Vec<_> = items.iter().map(row_json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("JSON serializes"));
+    } else {
+        print!("{}", table(&items, now));
+    }
+    Ok(())
+}
+
+fn time(ms: Option<i64>) -> serde_json::Value {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or(serde_json::Value::Null, |t| {
+            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        })
+}
+
+fn row_json(i: &ItemRow) -> serde_json::Value {
+    json!({
+        "kind": i.kind, "subject": i.subject, "watch": i.watch, "active": i.active,
+        "status": i.status, "percent": i.percent, "terminal": i.terminal,
+        "last_polled": time(i.last_polled_ms), "last_change": time(i.last_change_ms), "next_due": time(i.next_due_ms),
+        "failures": i.failures, "failing": i.failing, "last_error": i.last_error,
+    })
+}
+
+/// `12s ago`, `in 3m`.
+fn relative(ms: Option<i64>, now: i64) -> String {
+    let Some(ms) = ms else { return "-".to_string() };
+    let d = std::time::Duration::from_secs(((ms - now).unsigned_abs() + 500) / 1000);
+    let text = humantime::format_duration(d).to_string();
+    let short = text.split(' ').next().unwrap_or("0s").to_string();
+    if ms >= now {
+        format!("in {short}")
+    } else {
+        format!("{short} ago")
+    }
+}
+
+fn table(items: &[ItemRow], now: i64) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<12} {:<18} {:<8} {:<9} {:<9} {:<4} SUBJECT",
+        "KIND", "STATUS", "STATE", "POLLED", "NEXT", "FAIL"
+    );
+    for i in items {
+        let state = if !i.active {
+            "removed"
+        } else if i.failing {
+            "failing"
+        } else if i.terminal {
+            "final"
+        } else {
+            "watching"
+        };
+        let mut status = i.status.clone().unwrap_or_else(|| "-".into());
+        if let Some(p) = i.percent.filter(|_| i.kind == "encode") {
+            status = format!("{status} {p:.0}%");
+        }
+        let _ = write!(
+            s,
+            "{:<12} {:<18} {:<8} {:<9} {:<9} {:<4} {}",
+            i.kind,
+            status,
+            state,
+            relative(i.last_polled_ms, now),
+            relative(i.next_due_ms.filter(|_| i.active), now),
+            i.failures,
+            i.subject
+        );
+        if let Some(w) = &i.watch {
+            let _ = write!(s, " ({w})");
+        }
+        if let Some(e) = i.last_error.as_ref().filter(|_| i.failures > 0) {
+            let _ = write!(s, "\n{:>12} last error: {e}", "");
+        }
+        s.push('\n');
+    }
+    let _ = writeln!(s, "{} items", items.len());
+    s
+}

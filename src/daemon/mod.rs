@@ -1,0 +1,284 @@
+//! The daemon: the scheduler loop that polls what is due through the client, applies the
+//! results in the engine (state and events in one transaction), and wakes the sinks.
+//!
+//! `run` is handed its shutdown trigger and its reloads, so tests drive it directly and
+//! only `cmd::run` knows about signals.
+
+pub mod engine;
+pub mod target;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::config::{Config, Credentials, LogSink};
+use crate::event::CloudEvent;
+use crate::ncp::{ApiError, NcpClient};
+use crate::sink::log::{self, LineFormat, LogSinkSpec};
+use crate::store::{Store, StoreError};
+use engine::{Engine, PollResult, now_ms, poll};
+
+/// In-flight work gets this long to finish after a stop is asked for.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+/// How often the store is checked for watches added by `register --watch`.
+const DYNAMIC_WATCH_CHECK: Duration = Duration::from_secs(2);
+/// Poll results applied in one transaction at most.
+const MAX_BATCH: usize = 512;
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The API client could not be built.
+    #[error("cannot build the API client: {0}")]
+    Client(ApiError),
+}
+
+/// The log sinks of a config, plus any extra ones (the demo's printer).
+fn sink_specs(config: &Config, extra: &[LogSinkSpec]) -> Vec<LogSinkSpec> {
+    let mut specs: Vec<LogSinkSpec> = config.sinks.logs.iter().map(spec_of).collect();
+    specs.extend(extra.iter().cloned());
+    specs
+}
+
+fn spec_of(l: &LogSink) -> LogSinkSpec {
+    LogSinkSpec {
+        name: l.name.clone(),
+        path: l.path.clone(),
+        events: l.events.clone(),
+        format: LineFormat::Json,
+    }
+}
+
+/// Running sinks and how to stop them.
+struct Sinks {
+    stop: CancellationToken,
+}
+
+fn start_sinks(
+    specs: Vec<LogSinkSpec>,
+    store_path: &std::path::Path,
+    wake: &watch::Sender<u64>,
+    tracker: &TaskTracker,
+) -> Sinks {
+    let stop = CancellationToken::new();
+    for spec in specs {
+        tracing::info!(sink = %spec.name, output = %spec.path.as_ref().map_or("stdout".to_string(), |p| p.display().to_string()), "log sink started");
+        tracker.spawn(log::run(spec, store_path.to_path_buf(), wake.subscribe(), stop.clone()));
+    }
+    Sinks { stop }
+}
+
+/// Runs until `shutdown` is cancelled: polls what is due within the limits, commits
+/// changes and events, feeds the sinks, applies each config from `reloads`. After the stop,
+/// in-flight polls get [`STOP_DEADLINE`] to finish and be committed, and sinks write what
+/// was committed.
+pub async fn run(
+    config: Config,
+    credentials: Credentials,
+    shutdown: CancellationToken,
+    mut reloads: mpsc::UnboundedReceiver<Config>,
+    extra_sinks: Vec<LogSinkSpec>,
+) -> Result<(), DaemonError> {
+    let store = Store::open(&config.state_path)?;
+    let store_path = store.path().to_path_buf();
+    let mut engine = Engine::open(config, store)?;
+    let mut client = NcpClient::new(&engine.config().api, &credentials).map_err(DaemonError::Client)?;
+    let tracker = TaskTracker::new();
+    let (wake, _) = watch::channel(0u64);
+    let mut sinks = start_sinks(sink_specs(engine.config(), &extra_sinks), &store_path, &wake, &tracker);
+    let (results_tx, mut results) = mpsc::channel::<PollResult>(1024);
+    let mut dynamic_check = tokio::time::interval(DYNAMIC_WATCH_CHECK);
+    tracing::info!(
+        items = engine.items().count(),
+        state = %store_path.display(),
+        "ncp-watchd running"
+    );
+
+    loop {
+        dispatch(&mut engine, &client, &results_tx, &tracker);
+        let capacity = engine.in_flight() < engine.config().api.max_in_flight;
+        let sleep = engine
+            .next_wakeup()
+            .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64))
+            .unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(first) = results.recv() => {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match results.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+                apply(&mut engine, batch, &wake);
+            }
+            Some(new_config) = reloads.recv() => {
+                let api_changed = new_config.api != engine.config().api;
+                let sinks_changed = sink_specs(&new_config, &extra_sinks).iter().map(|s| format!("{s:?}")).collect::<Vec<_>>()
+                    != sink_specs(engine.config(), &extra_sinks).iter().map(|s| format!("{s:?}")).collect::<Vec<_>>();
+                match engine.reconcile(new_config) {
+                    Ok(()) => {
+                        if api_changed {
+                            match NcpClient::new(&engine.config().api, &credentials) {
+                                Ok(c) => client = c,
+                                Err(e) => tracing::error!(error = %e, "cannot rebuild the API client; keeping the old one"),
+                            }
+                        }
+                        if sinks_changed {
+                            sinks.stop.cancel();
+                            sinks = start_sinks(sink_specs(engine.config(), &extra_sinks), &store_path, &wake, &tracker);
+                        }
+                        tracing::info!(items = engine.items().filter(|i| i.active).count(), "configuration reloaded");
+                    }
+                    Err(e) => tracing::error!(error = %e, "reload failed while saving; the previous watches keep running"),
+                }
+            }
+            _ = dynamic_check.tick() => match engine.load_dynamic_watches() {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(added = n, "picked up watches added by `register --watch`"),
+                Err(e) => tracing::warn!(error = %e, "cannot read dynamic watches"),
+            },
+            _ = tokio::time::sleep(sleep), if capacity => {}
+        }
+    }
+
+    tracing::info!(
+        in_flight = engine.in_flight(),
+        "stopping: no new polls; waiting for those in flight"
+    );
+    let deadline = tokio::time::Instant::now() + STOP_DEADLINE;
+    while engine.in_flight() > 0 {
+        tokio::select! {
+            Some(r) = results.recv() => apply(&mut engine, vec![r], &wake),
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(abandoned = engine.in_flight(), "polls still in flight at the deadline are abandoned; their items keep their old state");
+                break;
+            }
+        }
+    }
+    sinks.stop.cancel();
+    tracker.close();
+    if tokio::time::timeout_at(deadline + Duration::from_secs(1), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not finish before the deadline");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn apply(engine: &mut Engine, batch: Vec<PollResult>, wake: &watch::Sender<u64>) {
+    match engine.apply(batch) {
+        Ok(events) => {
+            for e in &events {
+                tracing::info!(event_id = %e.id, subject = %e.subject, r#type = %e.event_type, "event");
+            }
+            if !events.is_empty() {
+                wake.send_modify(|n| *n += 1);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot commit poll results; the items will be polled again"),
+    }
+}
+
+/// Starts polls for due items while there is capacity.
+fn dispatch(engine: &mut Engine, client: &NcpClient, results: &mpsc::Sender<PollResult>, tracker: &TaskTracker) {
+    let max = engine.config().api.max_in_flight;
+    let lookback = engine.config().poll.vod_lookback;
+    while engine.in_flight() < max {
+        let Some((key, target)) = engine.next_due(now_ms()) else {
+            break;
+        };
+        let (client, results) = (client.clone(), results.clone());
+        let span = tracing::debug_span!("poll", subject = %target.subject(), kind = target.kind());
+        tracker.spawn(
+            async move {
+                let at_ms = now_ms();
+                let outcome = poll(&client, &target, lookback).await;
+                let _ = results.send(PollResult { key, outcome, at_ms }).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// What `once` did.
+#[derive(Debug, Default)]
+pub struct OnceReport {
+    /// The events committed in this run (changes since the last run).
+    pub events: Vec<CloudEvent>,
+    /// Each failed poll: the item's subject and kind, and why.
+    pub failures: Vec<(String, String)>,
+    /// Whether some log sink writes to stdout.
+    pub stdout_sink: bool,
+}
+
+/// Polls every active item once (items discovered on the way included), commits the
+/// changes, and delivers them to the log sinks.
+pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport, DaemonError> {
+    let store = Store::open(&config.state_path)?;
+    let store_path = store.path().to_path_buf();
+    let mut engine = Engine::open(config, store)?;
+    let client = NcpClient::new(&engine.config().api, &credentials).map_err(DaemonError::Client)?;
+    engine.schedule_all_now();
+    let lookback = engine.config().poll.vod_lookback;
+    let max = engine.config().api.max_in_flight;
+    let mut polled: HashSet<Arc<str>> = HashSet::new();
+    let mut running = tokio::task::JoinSet::new();
+    let mut report = OnceReport::default();
+    loop {
+        while running.len() < max {
+            let Some((key, target)) = engine.next_due(now_ms()) else {
+                break;
+            };
+            if !polled.insert(key.clone()) {
+                // Polled already in this run (a quick retry after a failure): leave it for the next run.
+                engine.release(&key);
+                continue;
+            }
+            let client = client.clone();
+            running.spawn(async move {
+                let at_ms = now_ms();
+                let outcome = poll(&client, &target, lookback).await;
+                (PollResult { key, outcome, at_ms }, target)
+            });
+        }
+        let Some(done) = running.join_next().await else { break };
+        let (result, target) = done.expect("poll tasks do not panic");
+        if let Err(e) = &result.outcome {
+            report
+                .failures
+                .push((format!("{} {}", target.kind(), target.subject()), e.to_string()));
+        }
+        report.events.extend(engine.apply(vec![result])?);
+    }
+    let specs = sink_specs(engine.config(), &[]);
+    report.stdout_sink = specs.iter().any(|s| s.path.is_none());
+    for spec in specs {
+        let mut progress = Store::open_for_progress(&store_path)?;
+        let mut out = log::open_output(&spec).map_err(|e| DaemonError::Store(sink_error_to_store(e)))?;
+        log::drain(&spec, &mut progress, out.as_mut()).map_err(|e| DaemonError::Store(sink_error_to_store(e)))?;
+    }
+    Ok(report)
+}
+
+fn sink_error_to_store(e: log::SinkError) -> StoreError {
+    match e {
+        log::SinkError::Store(s) => s,
+        log::SinkError::Write { target, source } => StoreError::Directory {
+            path: target.into(),
+            source,
+        },
+    }
+}

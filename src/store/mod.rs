@@ -1,0 +1,407 @@
+//! The state store: one SQLite file holding what each item last showed, when it is due,
+//! the outbox of events, the sinks' progress and the dynamic watches.
+//!
+//! WAL mode with `synchronous=FULL` on the writing connection: a committed transaction
+//! survives a crash and a power loss. A state change and the event it produced are always
+//! written by one [`Store::commit`], in one transaction, before any sink sees the event.
+//! Sinks record their progress on their own connection with `synchronous=NORMAL`, which
+//! survives a crash of the process (the only thing that can lose an in-flight line) without
+//! paying an fsync per line.
+
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Why the store failed. Every variant is fatal for the operation; the caller decides
+/// whether that is fatal for the process.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be opened or created.
+    #[error("cannot open the state store {}: {source}; check [state] path and its directory's permissions", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer ncp-watchd.
+    #[error("the state store {} has schema version {found}, newer than this ncp-watchd understands ({supported}); upgrade ncp-watchd", path.display())]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
+    /// A statement failed.
+    #[error("state store error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The directory could not be created.
+    #[error("cannot create the state directory {}: {source}", path.display())]
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// One item as stored: a polled target, or a state fed by a list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemRow {
+    /// Unique key: `{aspect}:{subject}` for states, `list:{subject}` for list targets.
+    pub key: String,
+    /// What it is: `import`, `analysis`, `upload`, `listing`, `encode`, `project_list`, `vod_list`.
+    pub kind: String,
+    /// The event subject.
+    pub subject: String,
+    /// The name of the watch it came through.
+    pub watch: Option<String>,
+    /// What is needed to poll it again, as JSON.
+    pub params: String,
+    /// `config`, `discovered` or `dynamic`.
+    pub origin: String,
+    /// Whether a current watch still covers it (a removed watch keeps its state).
+    pub active: bool,
+    /// The last status seen.
+    pub status: Option<String>,
+    /// The last percent seen (encodes).
+    pub percent: Option<f64>,
+    /// Whether the last status was terminal.
+    pub terminal: bool,
+    /// When to poll next, epoch milliseconds; `None` when not polled.
+    pub next_due_ms: Option<i64>,
+    /// Consecutive failed polls.
+    pub failures: u32,
+    /// Whether `watch.failing` was emitted and `watch.recovered` not yet.
+    pub failing: bool,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Last poll, epoch milliseconds.
+    pub last_polled_ms: Option<i64>,
+    /// Last status change, epoch milliseconds.
+    pub last_change_ms: Option<i64>,
+}
+
+/// An event to append to the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// The event id.
+    pub id: String,
+    /// The event type.
+    pub event_type: String,
+    /// The subject.
+    pub subject: String,
+    /// The serialized CloudEvent.
+    pub body: String,
+}
+
+/// An event read back from the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// Position in the outbox, increasing.
+    pub seq: i64,
+    /// The event id.
+    pub id: String,
+    /// The event type.
+    pub event_type: String,
+    /// The subject.
+    pub subject: String,
+    /// The serialized CloudEvent.
+    pub body: String,
+}
+
+/// A watch added at run time (`register --watch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicWatch {
+    /// Row id, increasing.
+    pub id: i64,
+    /// Workspace.
+    pub workspace: String,
+    /// Project id.
+    pub project_id: String,
+    /// Asset id.
+    pub asset_id: String,
+    /// Label.
+    pub name: Option<String>,
+    /// Also watch analysis.
+    pub analysis: bool,
+}
+
+/// Item columns, in `ItemRow` field order.
+const ITEM_COLUMNS: &str = "key, kind, subject, watch, params, origin, active, status, percent, terminal, \
+                            next_due_ms, failures, failing, last_error, last_polled_ms, last_change_ms";
+
+fn item_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRow> {
+    Ok(ItemRow {
+        key: r.get(0)?,
+        kind: r.get(1)?,
+        subject: r.get(2)?,
+        watch: r.get(3)?,
+        params: r.get(4)?,
+        origin: r.get(5)?,
+        active: r.get(6)?,
+        status: r.get(7)?,
+        percent: r.get(8)?,
+        terminal: r.get(9)?,
+        next_due_ms: r.get(10)?,
+        failures: r.get(11)?,
+        failing: r.get(12)?,
+        last_error: r.get(13)?,
+        last_polled_ms: r.get(14)?,
+        last_change_ms: r.get(15)?,
+    })
+}
+
+/// The state store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// How long a connection waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, "FULL")
+    }
+
+    /// Opens a second connection for recording sink progress (`synchronous=NORMAL`).
+    pub fn open_for_progress(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, "NORMAL")
+    }
+
+    fn open_with(path: &Path, synchronous: &str) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let open = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open)?;
+        conn.pragma_update(None, "synchronous", synchronous).map_err(open)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open)?;
+        let mut store = Self {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let found: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let supported = migrations::ALL.len() as i64;
+        if found > supported {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+                supported,
+            });
+        }
+        for (i, sql) in migrations::ALL.iter().enumerate().skip(found as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Every item.
+    pub fn items(&self) -> Result<Vec<ItemRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT {ITEM_COLUMNS} FROM items ORDER BY subject, kind"))?;
+        let rows = stmt.query_map([], item_from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The stored detail of an item, as JSON text.
+    pub fn detail(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT detail FROM items WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// Writes item updates and new events in one transaction: either all of it is durable
+    /// or none of it is. `details` pairs an item key with its new detail JSON.
+    pub fn commit(
+        &mut self,
+        items: &[ItemRow],
+        details: &[(String, String)],
+        events: &[OutboxEvent],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(&format!(
+                "INSERT INTO items ({ITEM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+                 ON CONFLICT(key) DO UPDATE SET kind = excluded.kind, subject = excluded.subject, watch = excluded.watch, \
+                 params = excluded.params, origin = excluded.origin, active = excluded.active, status = excluded.status, \
+                 percent = excluded.percent, terminal = excluded.terminal, next_due_ms = excluded.next_due_ms, \
+                 failures = excluded.failures, failing = excluded.failing, last_error = excluded.last_error, \
+                 last_polled_ms = excluded.last_polled_ms, last_change_ms = excluded.last_change_ms"
+            ))?;
+            for i in items {
+                upsert.execute(params![
+                    i.key,
+                    i.kind,
+                    i.subject,
+                    i.watch,
+                    i.params,
+                    i.origin,
+                    i.active,
+                    i.status,
+                    i.percent,
+                    i.terminal,
+                    i.next_due_ms,
+                    i.failures,
+                    i.failing,
+                    i.last_error,
+                    i.last_polled_ms,
+                    i.last_change_ms
+                ])?;
+            }
+            let mut detail = tx.prepare_cached("UPDATE items SET detail = ?2 WHERE key = ?1")?;
+            for (key, json) in details {
+                detail.execute(params![key, json])?;
+            }
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO outbox (id, type, subject, created_ms, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let now = chrono::Utc::now().timestamp_millis();
+            for e in events {
+                insert.execute(params![e.id, e.event_type, e.subject, now, e.body])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Up to `limit` events after `seq`, in order.
+    pub fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, id, type, subject, body FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt
+            .query_map(params![seq, limit as i64], |r| {
+                Ok(OutboxRow {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    event_type: r.get(2)?,
+                    subject: r.get(3)?,
+                    body: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The newest outbox position, 0 when empty.
+    pub fn last_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get(0))?)
+    }
+
+    /// A sink's progress: the last outbox position it has handled. A sink seen for the
+    /// first time starts at the current end of the outbox, so adding a sink does not replay
+    /// history.
+    pub fn cursor(&mut self, sink: &str) -> Result<i64, StoreError> {
+        let tx = self.conn.transaction()?;
+        let found: Option<i64> = tx
+            .query_row("SELECT last_seq FROM sink_cursors WHERE sink = ?1", [sink], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let seq = match found {
+            Some(seq) => seq,
+            None => {
+                let end: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get(0))?;
+                tx.execute(
+                    "INSERT INTO sink_cursors (sink, last_seq) VALUES (?1, ?2)",
+                    params![sink, end],
+                )?;
+                end
+            }
+        };
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Records that `sink` has handled everything up to `seq`.
+    pub fn set_cursor(&mut self, sink: &str, seq: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE sink_cursors SET last_seq = ?2 WHERE sink = ?1")?
+            .execute(params![sink, seq])?;
+        Ok(())
+    }
+
+    /// Adds a dynamic watch; a running daemon picks it up.
+    pub fn add_dynamic_watch(&mut self, w: &DynamicWatch) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO dynamic_watches (workspace, project_id, asset_id, name, analysis, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![w.workspace, w.project_id, w.asset_id, w.name, w.analysis, chrono::Utc::now().timestamp_millis()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Dynamic watches with an id above `after`.
+    pub fn dynamic_watches_after(&self, after: i64) -> Result<Vec<DynamicWatch>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, workspace, project_id, asset_id, name, analysis FROM dynamic_watches WHERE id > ?1 ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([after], |r| {
+                Ok(DynamicWatch {
+                    id: r.get(0)?,
+                    workspace: r.get(1)?,
+                    project_id: r.get(2)?,
+                    asset_id: r.get(3)?,
+                    name: r.get(4)?,
+                    analysis: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Active items whose status can still change (list targets excluded).
+    pub fn pending_items(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM items WHERE active = 1 AND terminal = 0 AND kind NOT IN ('project_list', 'vod_list')",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Every event in the outbox, for tests and `status`.
+    pub fn outbox_len(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?)
+    }
+}
