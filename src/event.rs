@@ -53,6 +53,9 @@ pub fn glob_matches(glob: &str, event_type: &str) -> bool {
     true
 }
 
+/// `data.current` of `watch.failing` and `watch.recovered` about an item never seen yet.
+pub const UNKNOWN_STATUS: &str = "UNKNOWN";
+
 /// A CloudEvents 1.0 event in structured JSON form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CloudEvent {
@@ -149,7 +152,7 @@ impl CloudEvent {
                 watch: watch.map(str::to_string),
                 resource,
                 previous: status.map(str::to_string),
-                current: status.unwrap_or_default().to_string(),
+                current: status.unwrap_or(UNKNOWN_STATUS).to_string(),
                 terminal: false,
                 detail: Value::Object(Default::default()),
                 percent: None,

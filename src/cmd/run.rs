@@ -16,12 +16,14 @@ use super::{Failure, load_config, render_config_error};
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
     let path = config::config_path(args.config.as_deref());
-    let config = load_config(args)?;
-    init_logging(&config);
-    let credentials = resolve_credentials(&config.credentials).map_err(|e| Failure::Config(format!("error: {e}")))?;
+    // Signals first: a SIGTERM that arrives while the config loads must stop us gracefully,
+    // not kill us with the default action.
     let shutdown = CancellationToken::new();
     let (reloads, reload_rx) = mpsc::unbounded_channel();
     let signals = watch_signals(path, shutdown.clone(), reloads).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let config = load_config(args)?;
+    init_logging(&config);
+    let credentials = resolve_credentials(&config.credentials).map_err(|e| Failure::Config(format!("error: {e}")))?;
     let result = daemon::run(config, credentials, shutdown.clone(), reload_rx, Vec::new()).await;
     shutdown.cancel();
     signals.abort();
@@ -32,9 +34,12 @@ pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    // Colours only on a terminal: journald and container collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),

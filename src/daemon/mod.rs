@@ -97,6 +97,7 @@ pub async fn run(
     let (results_tx, mut results) = mpsc::channel::<PollResult>(1024);
     let mut dynamic_check = tokio::time::interval(DYNAMIC_WATCH_CHECK);
     tracing::info!(
+        pid = std::process::id(),
         items = engine.items().count(),
         state = %store_path.display(),
         "ncp-watchd running"

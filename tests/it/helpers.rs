@@ -115,3 +115,159 @@ pub fn text(o: &Output) -> (String, String) {
         String::from_utf8_lossy(&o.stderr).into_owned(),
     )
 }
+
+/// The real `ncp-watchd run` as a child process, with its config, state and event log in
+/// a temporary directory.
+pub struct Daemon {
+    /// The child.
+    pub child: tokio::process::Child,
+    /// The directory holding config.toml, state.db, events.jsonl and daemon.log.
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Config lines every daemon test uses: a fast poll, a JSON log sink to events.jsonl.
+pub const FAST_POLL: &str = "[poll]\ninterval = \"200ms\"\ndiscovery_interval = \"300ms\"\nmax_backoff = \"500ms\"\n\n[[sink.log]]\npath = \"events.jsonl\"\n";
+
+impl Daemon {
+    /// Writes `config` into a new directory and starts the daemon on it.
+    pub async fn start(config: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let mut d = Self::start_in(&dir).await;
+        d._tmp = Some(tmp);
+        d
+    }
+
+    /// Starts the daemon on the config already in `dir`.
+    pub async fn start_in(dir: &Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("daemon.log"))
+            .unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ncp-watchd"))
+            .args(["run", "-c", dir.join("config.toml").to_str().unwrap()])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("NCLOUD_ACCESS_KEY", sim::DEFAULT_ACCESS_KEY)
+            .env("NCLOUD_SECRET_KEY", sim::DEFAULT_SECRET_KEY)
+            .env("RUST_LOG", "ncp_watchd=debug")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ncp-watchd starts");
+        Self {
+            child,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    /// Waits until this process has logged that it is running (its signal handlers are
+    /// installed then).
+    pub async fn wait_started(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let pid = self.child.id().unwrap_or_default();
+        while !self.log().contains(&format!("ncp-watchd running pid={pid}")) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the daemon did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the child without killing the directory (for restarts).
+    pub fn keep_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._tmp.take()
+    }
+
+    /// The events written to the log sink so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        read_events(&self.dir.join("events.jsonl"))
+    }
+
+    /// The daemon's own log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Waits until `done` holds for the events written so far, or fails after `within`.
+    pub async fn wait_for(
+        &self,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let events = self.events();
+            if done(&events) {
+                return events;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; events so far:\n{}\ndaemon log:\n{}",
+                    summary(&events),
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the daemon is running");
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -s {name} {pid} failed");
+    }
+
+    /// Waits for the process to exit, failing after `within`.
+    pub async fn exit_within(&mut self, within: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!("the daemon did not exit within {within:?}; log:\n{}", self.log()),
+        }
+    }
+}
+
+/// Event lines of a JSON-lines file (a torn last line, from a kill, is skipped).
+pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `(type, subject, previous, current)` of an event.
+pub fn transition(e: &serde_json::Value) -> (String, String, Option<String>, String) {
+    (
+        e["type"].as_str().unwrap_or_default().to_string(),
+        e["subject"].as_str().unwrap_or_default().to_string(),
+        e["data"]["previous"].as_str().map(str::to_string),
+        e["data"]["current"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// One line per event, for failure messages.
+pub fn summary(events: &[serde_json::Value]) -> String {
+    events.iter().map(|e| format!("{:?}\n", transition(e))).collect()
+}
+
+/// Whether some event has this type and subject.
+pub fn has(events: &[serde_json::Value], event_type: &str, subject: &str) -> bool {
+    events
+        .iter()
+        .any(|e| e["type"] == event_type && e["subject"] == subject)
+}

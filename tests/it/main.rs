@@ -5,6 +5,7 @@ mod helpers;
 
 mod check_command;
 mod client_against_sim;
+mod daemon;
 mod decoding;
 mod demo_command;
 mod once_command;
