@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota};
 
-/// Headroom on the emission interval, in parts per thousand: 1% of the quota is given up
-/// so that a few milliseconds of jitter between our clock and the gateway's cannot put
-/// quota + 1 calls into one of its windows.
-const HEADROOM_PER_MILLE: u64 = 10;
+/// Headroom on the emission interval, in parts per thousand: 0.5% of the quota (0.3 s of
+/// every minute) is given up so that network jitter between our clock and the gateway's
+/// cannot put quota + 1 calls into one of its windows.
+const HEADROOM_PER_MILLE: u64 = 5;
 
 /// One call per emission interval, no burst.
 fn quota(per_minute: NonZeroU32) -> Quota {

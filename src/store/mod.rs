@@ -113,6 +113,8 @@ pub struct OutboxRow {
     pub subject: String,
     /// The serialized CloudEvent.
     pub body: String,
+    /// When it was committed, epoch milliseconds.
+    pub created_ms: i64,
 }
 
 /// A watch added at run time (`register --watch`).
@@ -307,7 +309,7 @@ impl Store {
     pub fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT seq, id, type, subject, body FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            .prepare_cached("SELECT seq, id, type, subject, body, created_ms FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
         let rows = stmt
             .query_map(params![seq, limit as i64], |r| {
                 Ok(OutboxRow {
@@ -316,6 +318,7 @@ impl Store {
                     event_type: r.get(2)?,
                     subject: r.get(3)?,
                     body: r.get(4)?,
+                    created_ms: r.get(5)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -369,6 +372,22 @@ impl Store {
             params![w.workspace, w.project_id, w.asset_id, w.name, w.analysis, chrono::Utc::now().timestamp_millis()],
         )?;
         Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Adds many dynamic watches in one transaction.
+    pub fn add_dynamic_watches(&mut self, watches: &[DynamicWatch]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO dynamic_watches (workspace, project_id, asset_id, name, analysis, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let now = chrono::Utc::now().timestamp_millis();
+            for w in watches {
+                insert.execute(params![w.workspace, w.project_id, w.asset_id, w.name, w.analysis, now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Dynamic watches with an id above `after`.

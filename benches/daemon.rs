@@ -1,0 +1,372 @@
+//! The benchmarks behind BENCHMARKS.md. They run the real `ncp-watchd` binary against the
+//! in-process simulator over loopback and read the simulator's own request log.
+//!
+//! ```text
+//! cargo bench --bench daemon -- quota  [--watches 10000] [--seconds 300]
+//! cargo bench --bench daemon -- memory [--watches 100000]
+//! cargo bench --bench daemon -- cpu    [--watches 10000] [--seconds 120]
+//! ```
+//!
+//! `quota` runs the daemon and a naive fixed-interval poller side by side, each against its
+//! own simulator holding a 6,000 calls/min quota, and injects the same state changes into
+//! both.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ncp_watchd::ncp::signer;
+use ncp_watchd::sim::{self, Scenario, SetState, SimConfig, SimHandle};
+use ncp_watchd::store::{DynamicWatch, Store};
+
+const WORKSPACE: &str = "bench";
+const PROJECT: &str = "1";
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2).find(|w| w[0] == name).and_then(|w| w[1].parse().ok()).unwrap_or(default)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A scenario of `n` video assets, all in progress, plus the one the config names.
+fn scenario(n: u64) -> Scenario {
+    let mut text = String::from(
+        "[[video_asset]]\nworkspace = \"bench\"\nproject_id = \"1\"\nasset_id = \"static\"\nimport = [{ at = \"0s\", status = \"IN_PROGRESS\" }]\n",
+    );
+    text.push_str(
+        "[[video_asset]]\nworkspace = \"bench\"\nproject_id = \"1\"\nasset_id = \"TEMPLATE\"\nimport = [{ at = \"0s\", status = \"IN_PROGRESS\" }]\n",
+    );
+    let mut s = Scenario::parse(&text).expect("bench scenario parses");
+    let template = s.video_asset.pop().expect("template");
+    for i in 0..n {
+        let mut a = template.clone();
+        a.asset_id = i.to_string();
+        s.video_asset.push(a);
+    }
+    s
+}
+
+async fn start_sim(n: u64, quota: u32) -> Arc<SimHandle> {
+    let mut config = SimConfig::new(scenario(n));
+    config.quota_per_minute = quota;
+    Arc::new(SimHandle::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("simulator starts"))
+}
+
+/// A directory with a config pointing at `sim_url` and a store holding `n` dynamic watches.
+fn prepare(dir: &Path, sim_url: &str, n: u64, rate: u32, interval: &str) {
+    let config = format!(
+        "[api]\nmedia_url = \"{sim_url}\"\nvod_url = \"{sim_url}\"\nrate_limit_per_minute = {rate}\nmax_in_flight = 8\ntimeout = \"10s\"\n\
+         [poll]\ninterval = \"{interval}\"\n[state]\npath = \"state.db\"\n[log]\nlevel = \"warn\"\n\
+         [[watch.video_asset]]\nworkspace = \"{WORKSPACE}\"\nproject_id = \"{PROJECT}\"\nasset_id = \"static\"\n"
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    let mut store = Store::open(&dir.join("state.db")).unwrap();
+    let watches: Vec<DynamicWatch> = (0..n)
+        .map(|i| DynamicWatch {
+            id: 0,
+            workspace: WORKSPACE.into(),
+            project_id: PROJECT.into(),
+            asset_id: i.to_string(),
+            name: None,
+            analysis: false,
+        })
+        .collect();
+    store.add_dynamic_watches(&watches).unwrap();
+}
+
+fn spawn_daemon(dir: &Path) -> Child {
+    let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_ncp-watchd"))
+        .args(["run", "-c", dir.join("config.toml").to_str().unwrap()])
+        .env("NCLOUD_ACCESS_KEY", sim::DEFAULT_ACCESS_KEY)
+        .env("NCLOUD_SECRET_KEY", sim::DEFAULT_SECRET_KEY)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("ncp-watchd starts")
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill").args(["-s", "TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+/// (VmRSS, VmHWM) of a process, in MiB.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// User plus system CPU seconds a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of /proc/pid/stat (utime, stime), counted after the command name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Quota figures from a simulator's request log.
+struct QuotaFigures {
+    calls: usize,
+    rejected_429: usize,
+    peak_60s: usize,
+    used_pct: f64,
+}
+
+fn quota_figures(sim: &SimHandle, quota: u32, steady_from_ms: i64, steady_to_ms: i64) -> QuotaFigures {
+    let log = sim.requests();
+    let times: Vec<i64> = log.iter().map(|r| r.at_ms).collect();
+    let mut peak = 0;
+    let mut end = 0;
+    for (start, t) in times.iter().enumerate() {
+        while end < times.len() && times[end] < t + 60_000 {
+            end += 1;
+        }
+        peak = peak.max(end - start);
+    }
+    let served = log
+        .iter()
+        .filter(|r| r.status != 429 && r.at_ms >= steady_from_ms && r.at_ms < steady_to_ms)
+        .count() as f64;
+    let minutes = (steady_to_ms - steady_from_ms) as f64 / 60_000.0;
+    QuotaFigures {
+        calls: log.len(),
+        rejected_429: log.iter().filter(|r| r.status == 429).count(),
+        peak_60s: peak,
+        used_pct: 100.0 * served / (f64::from(quota) * minutes),
+    }
+}
+
+fn latency_figures(latencies: &mut [f64]) -> (f64, f64, f64) {
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    if latencies.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let mean = latencies.iter().sum::<f64>() / latencies.len() as f64;
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    (mean, pct(0.5), pct(0.99))
+}
+
+/// A fixed-interval poller, the way a cron script polls: every `interval`, GET every asset
+/// with 8 requests in flight, no rate limiting. Returns detection times by asset id.
+async fn naive_poller(url: String, n: u64, interval: Duration, until: Instant) -> HashMap<String, i64> {
+    let http = reqwest::Client::new();
+    let mut detected = HashMap::new();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    while Instant::now() < until {
+        let round_start = Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(8));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (http, url, sem) = (http.clone(), url.clone(), sem.clone());
+            tasks.spawn(async move {
+                let _permit = sem.acquire().await.unwrap();
+                let path = format!("/api/v1/workspaces/{WORKSPACE}/projects/{PROJECT}/video-assets/{i}/import-status");
+                let ts = now_ms() as u64;
+                let sig = signer::sign("GET", &path, ts, sim::DEFAULT_ACCESS_KEY, sim::DEFAULT_SECRET_KEY);
+                let r = http
+                    .get(format!("{url}{path}"))
+                    .header(signer::HEADER_TIMESTAMP, ts.to_string())
+                    .header(signer::HEADER_ACCESS_KEY, sim::DEFAULT_ACCESS_KEY)
+                    .header(signer::HEADER_SIGNATURE, sig)
+                    .send()
+                    .await;
+                let status = match r {
+                    Ok(r) if r.status().is_success() => r
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v["result"]["uploadStatus"].as_str().map(str::to_string)),
+                    _ => None,
+                };
+                (i.to_string(), status, now_ms())
+            });
+        }
+        while let Some(Ok((id, status, at))) = tasks.join_next().await {
+            if let Some(status) = status {
+                if seen.get(&id).is_some_and(|s| s != &status) {
+                    detected.entry(id.clone()).or_insert(at);
+                }
+                seen.insert(id, status);
+            }
+        }
+        let next = round_start + interval;
+        if next > Instant::now() {
+            tokio::time::sleep_until(next.into()).await;
+        }
+    }
+    detected
+}
+
+async fn quota_bench() {
+    let n = arg("--watches", 10_000);
+    let seconds = arg("--seconds", 300);
+    let quota = 6000u32;
+    println!("## quota: {n} in-progress watches, simulator quota {quota}/min, {seconds} s");
+    let (daemon_sim, naive_sim) = (start_sim(n, quota).await, start_sim(n, quota).await);
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), &daemon_sim.url(), n, quota, "15s");
+    let start_ms = now_ms();
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let mut child = spawn_daemon(dir.path());
+    let naive = tokio::spawn(naive_poller(naive_sim.url(), n, Duration::from_secs(15), until));
+
+    // Changes start once every item has been seen (one round is N / rate ≈ 100 s) and stop
+    // early enough that each has a full round to be detected.
+    let round = Duration::from_secs_f64(n as f64 / (f64::from(quota) / 60.0));
+    let inject_from = started + round + Duration::from_secs(5);
+    let inject_to = until.checked_sub(round + Duration::from_secs(10)).unwrap_or(inject_from);
+    tokio::time::sleep_until(inject_from.into()).await;
+    let mut changes: Vec<(String, i64)> = Vec::new();
+    let mut next_id = 0u64;
+    while Instant::now() < inject_to {
+        let id = (next_id * 7919 % n).to_string();
+        next_id += 1;
+        let at = now_ms();
+        for sim in [&daemon_sim, &naive_sim] {
+            sim.set(SetState::VideoAsset {
+                workspace: WORKSPACE.into(),
+                project_id: PROJECT.into(),
+                asset_id: id.clone(),
+                status: "COMPLETED".into(),
+            });
+        }
+        changes.push((id, at));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep_until(until.into()).await;
+    let (rss, hwm) = rss_mib(child.id());
+    stop(&mut child);
+    let naive_detected = naive.await.unwrap();
+
+    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let committed: HashMap<String, i64> = store
+        .outbox_after(0, usize::MAX >> 1)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event_type == "video_asset.import.completed")
+        .map(|r| (r.subject.rsplit('/').next().unwrap_or_default().to_string(), r.created_ms))
+        .collect();
+    let steady = (start_ms + round.as_millis() as i64, start_ms + (seconds as i64) * 1000);
+    let bound = n as f64 / (2.0 * f64::from(quota) / 60.0);
+    println!("latency bound N/(2 x calls per second) = {bound:.1} s; {} changes injected", changes.len());
+    println!("| poller | calls | 429s | peak calls in any 60 s | quota used (steady state) | detected | mean latency | p50 | p99 | RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (name, sim, detected) in [("ncp-watchd", &daemon_sim, &committed), ("naive 15 s poller", &naive_sim, &naive_detected)] {
+        let q = quota_figures(sim, quota, steady.0, steady.1);
+        let mut lat: Vec<f64> = changes
+            .iter()
+            .filter_map(|(id, at)| detected.get(id).map(|d| (*d - *at) as f64 / 1000.0))
+            .collect();
+        let found = lat.len();
+        let (mean, p50, p99) = latency_figures(&mut lat);
+        let mem = if name == "ncp-watchd" { format!("{rss:.1} MiB (peak {hwm:.1})") } else { "-".into() };
+        println!(
+            "| {name} | {} | {} | {} | {:.1}% | {found}/{} | {mean:.1} s ({:.2} x bound) | {p50:.1} s | {p99:.1} s ({:.2} x bound) | {mem} |",
+            q.calls,
+            q.rejected_429,
+            q.peak_60s,
+            q.used_pct,
+            changes.len(),
+            mean / bound,
+            p99 / bound
+        );
+    }
+}
+
+async fn memory_bench() {
+    let n = arg("--watches", 100_000);
+    println!("## memory and startup: {n} watches in the store");
+    let sim = start_sim(n, 1_000_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), &sim.url(), n, 1000, "15s");
+    // First start: the store's dynamic watches become items.
+    let first = Instant::now();
+    let mut child = spawn_daemon(dir.path());
+    while sim.requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let first_start = first.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop(&mut child);
+    // Second start, with every item already in the store: the figure the issue asks for.
+    let before = sim.requests().len();
+    let started = Instant::now();
+    let mut child = spawn_daemon(dir.path());
+    let pid = child.id();
+    while sim.requests().len() == before {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let to_first_poll = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (rss, hwm) = rss_mib(pid);
+    stop(&mut child);
+    println!("| watches | first start to first poll (creates items) | restart to first poll | RSS after 15 s | peak RSS |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {n} | {:.2} s | {:.3} s | {rss:.1} MiB | {hwm:.1} MiB |",
+        first_start.as_secs_f64(),
+        to_first_poll.as_secs_f64()
+    );
+}
+
+async fn cpu_bench() {
+    let n = arg("--watches", 10_000);
+    let seconds = arg("--seconds", 120);
+    let rate = 1000u32;
+    println!("## CPU: {n} watches at {rate} calls/min, measured over {seconds} s after 20 s of warm-up");
+    let sim = start_sim(n, rate).await;
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), &sim.url(), n, rate, "15s");
+    let mut child = spawn_daemon(dir.path());
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (cpu0, t0, calls0) = (cpu_seconds(pid), Instant::now(), sim.requests().len());
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let (cpu1, wall, calls1) = (cpu_seconds(pid), t0.elapsed().as_secs_f64(), sim.requests().len());
+    let (rss, _) = rss_mib(pid);
+    stop(&mut child);
+    println!("| watches | calls/min | calls in window | CPU (one core) | RSS |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {n} | {rate} | {} | {:.2}% | {rss:.1} MiB |",
+        calls1 - calls0,
+        100.0 * (cpu1 - cpu0) / wall
+    );
+}
+
+fn main() {
+    let which = std::env::args().skip(1).find(|a| !a.starts_with('-') && a.parse::<u64>().is_err()).unwrap_or_default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        match which.as_str() {
+            "quota" => quota_bench().await,
+            "memory" => memory_bench().await,
+            "cpu" => cpu_bench().await,
+            "all" => {
+                memory_bench().await;
+                cpu_bench().await;
+                quota_bench().await;
+            }
+            _ => eprintln!("usage: cargo bench --bench daemon -- quota|memory|cpu|all [--watches N] [--seconds S]"),
+        }
+    });
+}
+
