@@ -26,7 +26,10 @@ const PROJECT: &str = "1";
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.windows(2).find(|w| w[0] == name).and_then(|w| w[1].parse().ok()).unwrap_or(default)
+    args.windows(2)
+        .find(|w| w[0] == name)
+        .and_then(|w| w[1].parse().ok())
+        .unwrap_or(default)
 }
 
 fn now_ms() -> i64 {
@@ -54,7 +57,11 @@ fn scenario(n: u64) -> Scenario {
 async fn start_sim(n: u64, quota: u32) -> Arc<SimHandle> {
     let mut config = SimConfig::new(scenario(n));
     config.quota_per_minute = quota;
-    Arc::new(SimHandle::start(config, "127.0.0.1:0".parse().unwrap()).await.expect("simulator starts"))
+    Arc::new(
+        SimHandle::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("simulator starts"),
+    )
 }
 
 /// A directory with a config pointing at `sim_url` and a store holding `n` dynamic watches.
@@ -92,7 +99,9 @@ fn spawn_daemon(dir: &Path) -> Child {
 }
 
 fn stop(child: &mut Child) {
-    let _ = Command::new("kill").args(["-s", "TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 }
 
@@ -232,7 +241,9 @@ async fn quota_bench() {
     // early enough that each has a full round to be detected.
     let round = Duration::from_secs_f64(n as f64 / (f64::from(quota) / 60.0));
     let inject_from = started + round + Duration::from_secs(5);
-    let inject_to = until.checked_sub(round + Duration::from_secs(10)).unwrap_or(inject_from);
+    let inject_to = until
+        .checked_sub(round + Duration::from_secs(10))
+        .unwrap_or(inject_from);
     tokio::time::sleep_until(inject_from.into()).await;
     let mut changes: Vec<(String, i64)> = Vec::new();
     let mut next_id = 0u64;
@@ -262,14 +273,27 @@ async fn quota_bench() {
         .unwrap()
         .into_iter()
         .filter(|r| r.event_type == "video_asset.import.completed")
-        .map(|r| (r.subject.rsplit('/').next().unwrap_or_default().to_string(), r.created_ms))
+        .map(|r| {
+            (
+                r.subject.rsplit('/').next().unwrap_or_default().to_string(),
+                r.created_ms,
+            )
+        })
         .collect();
     let steady = (start_ms + round.as_millis() as i64, start_ms + (seconds as i64) * 1000);
     let bound = n as f64 / (2.0 * f64::from(quota) / 60.0);
-    println!("latency bound N/(2 x calls per second) = {bound:.1} s; {} changes injected", changes.len());
-    println!("| poller | calls | 429s | peak calls in any 60 s | quota used (steady state) | detected | mean latency | p50 | p99 | RSS |");
+    println!(
+        "latency bound N/(2 x calls per second) = {bound:.1} s; {} changes injected",
+        changes.len()
+    );
+    println!(
+        "| poller | calls | 429s | peak calls in any 60 s | quota used (steady state) | detected | mean latency | p50 | p99 | RSS |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (name, sim, detected) in [("ncp-watchd", &daemon_sim, &committed), ("naive 15 s poller", &naive_sim, &naive_detected)] {
+    for (name, sim, detected) in [
+        ("ncp-watchd", &daemon_sim, &committed),
+        ("naive 15 s poller", &naive_sim, &naive_detected),
+    ] {
         let q = quota_figures(sim, quota, steady.0, steady.1);
         let mut lat: Vec<f64> = changes
             .iter()
@@ -277,7 +301,11 @@ async fn quota_bench() {
             .collect();
         let found = lat.len();
         let (mean, p50, p99) = latency_figures(&mut lat);
-        let mem = if name == "ncp-watchd" { format!("{rss:.1} MiB (peak {hwm:.1})") } else { "-".into() };
+        let mem = if name == "ncp-watchd" {
+            format!("{rss:.1} MiB (peak {hwm:.1})")
+        } else {
+            "-".into()
+        };
         println!(
             "| {name} | {} | {} | {} | {:.1}% | {found}/{} | {mean:.1} s ({:.2} x bound) | {p50:.1} s | {p99:.1} s ({:.2} x bound) | {mem} |",
             q.calls,
@@ -318,7 +346,9 @@ async fn memory_bench() {
     tokio::time::sleep(Duration::from_secs(15)).await;
     let (rss, hwm) = rss_mib(pid);
     stop(&mut child);
-    println!("| watches | first start to first poll (creates items) | restart to first poll | RSS after 15 s | peak RSS |");
+    println!(
+        "| watches | first start to first poll (creates items) | restart to first poll | RSS after 15 s | peak RSS |"
+    );
     println!("|---|---|---|---|---|");
     println!(
         "| {n} | {:.2} s | {:.3} s | {rss:.1} MiB | {hwm:.1} MiB |",
@@ -353,7 +383,10 @@ async fn cpu_bench() {
 }
 
 fn main() {
-    let which = std::env::args().skip(1).find(|a| !a.starts_with('-') && a.parse::<u64>().is_err()).unwrap_or_default();
+    let which = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-') && a.parse::<u64>().is_err())
+        .unwrap_or_default();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         match which.as_str() {
@@ -369,4 +402,3 @@ fn main() {
         }
     });
 }
-

@@ -4,13 +4,14 @@
 //!
 //! The engine does no network I/O. [`poll`] does, and only through the client.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::target::{Target, Wanted, from_config};
+use super::target::{Interner, Target, Wanted, from_config};
 use crate::config::Config;
 use crate::event::CloudEvent;
 use crate::ncp::{ApiError, NcpClient, Retry};
@@ -57,14 +58,14 @@ pub struct Item {
     pub key: Arc<str>,
     /// What it is and how to poll it.
     pub target: Target,
-    /// The name of the watch it came through.
-    pub watch: Option<String>,
+    /// The name of the watch it came through (shared).
+    pub watch: Option<Arc<str>>,
     /// Where it came from.
     pub origin: Origin,
     /// Whether a current watch covers it.
     pub active: bool,
-    /// The last status.
-    pub status: Option<String>,
+    /// The last status (shared: statuses repeat across items).
+    pub status: Option<Arc<str>>,
     /// The last percent.
     pub percent: Option<f64>,
     /// Whether the last status was terminal.
@@ -76,7 +77,7 @@ pub struct Item {
     /// Whether `watch.failing` is outstanding.
     pub failing: bool,
     /// The last failure.
-    pub last_error: Option<String>,
+    pub last_error: Option<Box<str>>,
     /// Last poll.
     pub last_polled_ms: Option<i64>,
     /// Last change.
@@ -84,7 +85,7 @@ pub struct Item {
 }
 
 impl Item {
-    fn new(target: Target, watch: Option<String>, origin: Origin, due: Option<i64>) -> Self {
+    fn new(target: Target, watch: Option<Arc<str>>, origin: Origin, due: Option<i64>) -> Self {
         Self {
             key: target.key().into(),
             target,
@@ -108,37 +109,37 @@ impl Item {
             key: self.key.to_string(),
             kind: self.target.kind().to_string(),
             subject: self.target.subject(),
-            watch: self.watch.clone(),
+            watch: self.watch.as_deref().map(str::to_string),
             params: serde_json::to_string(&self.target).expect("targets serialize"),
             origin: self.origin.as_str().to_string(),
             active: self.active,
-            status: self.status.clone(),
+            status: self.status.as_deref().map(str::to_string),
             percent: self.percent,
             terminal: self.terminal,
             next_due_ms: self.next_due_ms,
             failures: self.failures,
             failing: self.failing,
-            last_error: self.last_error.clone(),
+            last_error: self.last_error.as_deref().map(str::to_string),
             last_polled_ms: self.last_polled_ms,
             last_change_ms: self.last_change_ms,
         }
     }
 
-    fn from_row(row: ItemRow) -> Option<Self> {
-        let target: Target = serde_json::from_str(&row.params).ok()?;
+    fn from_row(row: ItemRow, interner: &mut Interner) -> Option<Self> {
+        let target = serde_json::from_str::<Target>(&row.params).ok()?.interned(interner);
         Some(Self {
             key: row.key.into(),
             target,
-            watch: row.watch,
+            watch: row.watch.as_deref().map(|w| interner.get(w)),
             origin: Origin::parse(&row.origin),
             active: row.active,
-            status: row.status,
+            status: row.status.as_deref().map(|s| interner.get(s)),
             percent: row.percent,
             terminal: row.terminal,
             next_due_ms: row.next_due_ms,
             failures: row.failures,
             failing: row.failing,
-            last_error: row.last_error,
+            last_error: row.last_error.map(String::into_boxed_str),
             last_polled_ms: row.last_polled_ms,
             last_change_ms: row.last_change_ms,
         })
@@ -146,7 +147,7 @@ impl Item {
 
     fn seen(&self) -> Option<Seen> {
         self.status.as_ref().map(|s| Seen {
-            status: s.clone(),
+            status: s.to_string(),
             percent: self.percent,
         })
     }
@@ -248,6 +249,8 @@ pub struct Engine {
     queue: DueQueue,
     in_flight: HashSet<Arc<str>>,
     dynamic_seen: i64,
+    /// Shares repeated strings among items (a RefCell: the engine is used from one task).
+    interner: RefCell<Interner>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -272,16 +275,18 @@ impl Engine {
     /// Loads every item from `store` and reconciles them with `config`'s watches and the
     /// dynamic watches. Due times are kept, so a restart does not re-poll everything at once.
     pub fn open(config: Config, store: Store) -> Result<Self, StoreError> {
-        let mut items = HashMap::new();
-        for row in store.items()? {
+        // Sized once: growing a 100,000-entry table doubles it in memory while it rehashes.
+        let mut items = HashMap::with_capacity(store.item_count()? as usize);
+        let mut interner = Interner::default();
+        store.for_each_item(|row| {
             let key = row.key.clone();
-            match Item::from_row(row) {
+            match Item::from_row(row, &mut interner) {
                 Some(item) => {
                     items.insert(item.key.clone(), item);
                 }
                 None => tracing::warn!(key, "skipping a stored item whose parameters do not decode"),
             }
-        }
+        })?;
         let mut engine = Self {
             config: Arc::new(config.clone()),
             store,
@@ -289,6 +294,7 @@ impl Engine {
             queue: DueQueue::new(),
             in_flight: HashSet::new(),
             dynamic_seen: 0,
+            interner: RefCell::new(interner),
         };
         engine.reconcile(config)?;
         Ok(engine)
@@ -314,59 +320,79 @@ impl Engine {
     /// its state and due time.
     pub fn reconcile(&mut self, config: Config) -> Result<(), StoreError> {
         self.config = Arc::new(config);
-        let mut wanted: Vec<(Wanted, Origin)> = from_config(&self.config)
-            .into_iter()
-            .map(|w| (w, Origin::Config))
-            .collect();
-        for d in self.store.dynamic_watches_after(0)? {
-            self.dynamic_seen = self.dynamic_seen.max(d.id);
-            wanted.push((dynamic_wanted(&d), Origin::Dynamic));
-        }
         let now = now_ms();
+        // Only changed items are cloned, and dynamic watches are streamed from the store: a
+        // restart with 100,000 unchanged items allocates almost nothing per item here.
         let mut changed: HashMap<Arc<str>, Item> = HashMap::new();
-        let mut wanted_keys = HashSet::new();
-        for (w, origin) in wanted {
-            let key: Arc<str> = w.target.key().into();
-            wanted_keys.insert(key.clone());
-            match self.items.get(&key) {
-                Some(existing) => {
-                    let mut item = existing.clone();
-                    item.target = w.target;
-                    item.watch = w.watch;
-                    item.origin = origin;
-                    if &item != existing {
-                        changed.insert(key, item);
-                    }
-                }
-                None => {
-                    changed.insert(key, Item::new(w.target, w.watch, origin, Some(now)));
-                }
-            }
+        let mut wanted_keys: HashSet<Arc<str>> = HashSet::with_capacity(self.items.len());
+        for w in from_config(&self.config) {
+            self.want(w, Origin::Config, now, &mut changed, &mut wanted_keys);
         }
+        let mut dynamic_seen = self.dynamic_seen;
+        self.store.for_each_dynamic_watch(|d| {
+            dynamic_seen = dynamic_seen.max(d.id);
+            self.want(dynamic_wanted(&d), Origin::Dynamic, now, &mut changed, &mut wanted_keys);
+        })?;
+        self.dynamic_seen = dynamic_seen;
         // Items no longer wanted stop, and items wanted again start, keeping their state:
         // an item is wanted when a watch names it or when what it hangs off (its project
         // list, its import, the VOD list) is wanted.
         let recheck = self.config.poll.terminal_recheck.is_some();
-        let all_keys: HashSet<Arc<str>> = self.items.keys().chain(changed.keys()).cloned().collect();
-        for key in all_keys {
-            let Some(mut item) = changed.get(&key).or_else(|| self.items.get(&key)).cloned() else {
-                continue;
-            };
-            let keep = wanted_keys.contains(&key) || self.parent_wanted(&item.target, &wanted_keys);
-            if item.active == keep {
-                continue;
+        let mut flips: Vec<Item> = Vec::new();
+        let unchanged = self.items.iter().filter(|(k, _)| !changed.contains_key(*k));
+        for (key, item) in changed.iter().chain(unchanged) {
+            let keep = wanted_keys.contains(key) || self.parent_wanted(&item.target, &wanted_keys);
+            if item.active != keep {
+                let mut item = item.clone();
+                item.active = keep;
+                if keep && item.target.polled() && (!item.terminal || recheck) {
+                    item.next_due_ms = Some(item.next_due_ms.unwrap_or(now).min(now));
+                }
+                flips.push(item);
             }
-            item.active = keep;
-            if keep && item.target.polled() && (!item.terminal || recheck) {
-                item.next_due_ms = Some(item.next_due_ms.unwrap_or(now).min(now));
-            }
-            changed.insert(key, item);
         }
-        let rows: Vec<ItemRow> = changed.values().map(Item::to_row).collect();
-        self.store.commit(&rows, &[], &[])?;
-        self.items.extend(changed);
+        for item in flips {
+            changed.insert(item.key.clone(), item);
+        }
+        // Written in slices, so a first start with 100,000 watches never holds them all as rows.
+        let changed: Vec<Item> = changed.into_values().collect();
+        for chunk in changed.chunks(5000) {
+            let rows: Vec<ItemRow> = chunk.iter().map(Item::to_row).collect();
+            self.store.commit(&rows, &[], &[])?;
+        }
+        for item in changed {
+            self.items.insert(item.key.clone(), item);
+        }
         self.rebuild_queue();
         Ok(())
+    }
+
+    /// Records that a watch wants `w`: new items are created, changed ones staged.
+    fn want(
+        &self,
+        w: Wanted,
+        origin: Origin,
+        now: i64,
+        changed: &mut HashMap<Arc<str>, Item>,
+        wanted_keys: &mut HashSet<Arc<str>>,
+    ) {
+        let target = w.target.interned(&mut self.interner.borrow_mut());
+        let watch = w.watch.as_deref().map(|n| self.interner.borrow_mut().get(n));
+        let text = target.key();
+        let Some((key, existing)) = self.items.get_key_value(text.as_str()) else {
+            let item = Item::new(target, watch, origin, Some(now));
+            wanted_keys.insert(item.key.clone());
+            changed.insert(item.key.clone(), item);
+            return;
+        };
+        wanted_keys.insert(key.clone());
+        if existing.target != target || existing.watch != watch || existing.origin != origin {
+            let mut item = existing.clone();
+            item.target = target;
+            item.watch = watch;
+            item.origin = origin;
+            changed.insert(key.clone(), item);
+        }
     }
 
     /// Whether a discovered item's parent (its project list, its import, the VOD list)
@@ -411,6 +437,7 @@ impl Engine {
 
     fn rebuild_queue(&mut self) {
         self.queue = DueQueue::new();
+        self.queue = DueQueue::with_capacity(self.items.len());
         for item in self
             .items
             .values()
@@ -531,7 +558,7 @@ impl Engine {
                 }
                 Err(e) => {
                     item.failures = item.failures.saturating_add(1);
-                    item.last_error = Some(e.to_string());
+                    item.last_error = Some(e.to_string().into_boxed_str());
                     tracing::warn!(subject = %item.target.subject(), kind = item.target.kind(), failures = item.failures, error = %e, "poll failed");
                     if !item.failing && (item.failures >= FAILING_AFTER || e.fails_watch_at_once()) {
                         item.failing = true;
@@ -582,7 +609,7 @@ impl Engine {
             item.last_change_ms = Some(now);
             staged.details.push((item.key.to_string(), o.detail.to_string()));
         }
-        item.status = Some(o.status.clone());
+        item.status = Some(self.interner.borrow_mut().get(&o.status));
         item.percent = o.percent;
         item.terminal = o.terminal();
     }
@@ -632,68 +659,76 @@ impl Engine {
     ) -> bool {
         let mut running = false;
         for o in observations {
-            let (target, watch, step) = match (&list.target, &o.resource) {
-                (
-                    Target::ProjectList { analysis, .. },
-                    crate::watch::Resource::ProjectAsset {
-                        workspace,
-                        project_id,
-                        asset_id,
-                    },
-                ) => {
-                    let import = Target::Import {
-                        workspace: workspace.clone(),
-                        project_id: project_id.clone(),
-                        asset_id: asset_id.clone(),
-                        analysis: *analysis,
-                    };
-                    let import_key: Arc<str> = import.key().into();
-                    if !self.items.contains_key(&import_key) && !staged.items.contains_key(&import_key) {
-                        staged.items.insert(
-                            import_key,
-                            Item::new(import, list.watch.clone(), Origin::Discovered, Some(now)),
-                        );
+            let (target, watch, step) = {
+                let mut i = self.interner.borrow_mut();
+                match (&list.target, &o.resource) {
+                    (
+                        Target::ProjectList { analysis, .. },
+                        crate::watch::Resource::ProjectAsset {
+                            workspace,
+                            project_id,
+                            asset_id,
+                        },
+                    ) => {
+                        let (workspace, project_id, asset_id) =
+                            (i.get(workspace), i.get(project_id), Arc::<str>::from(asset_id.as_str()));
+                        let import = Target::Import {
+                            workspace: workspace.clone(),
+                            project_id: project_id.clone(),
+                            asset_id: asset_id.clone(),
+                            analysis: *analysis,
+                        };
+                        let import_key = import.key();
+                        if !self.items.contains_key(import_key.as_str())
+                            && !staged.items.contains_key(import_key.as_str())
+                        {
+                            let item = Item::new(import, list.watch.clone(), Origin::Discovered, Some(now));
+                            staged.items.insert(item.key.clone(), item);
+                        }
+                        (
+                            Target::Listing {
+                                workspace,
+                                project_id,
+                                asset_id,
+                            },
+                            list.watch.clone(),
+                            0,
+                        )
                     }
-                    let listing = Target::Listing {
-                        workspace: workspace.clone(),
-                        project_id: project_id.clone(),
-                        asset_id: asset_id.clone(),
-                    };
-                    (listing, list.watch.clone(), 0)
+                    (
+                        Target::VodList,
+                        crate::watch::Resource::VodEncode {
+                            category_id,
+                            category_name,
+                            file_path,
+                            output_type,
+                        },
+                    ) => {
+                        let Some(watch) = self
+                            .config
+                            .watches
+                            .vods
+                            .iter()
+                            .find(|v| v.matches(category_id, category_name.as_deref()))
+                        else {
+                            continue;
+                        };
+                        let target = Target::Encode {
+                            category_id: i.get(category_id),
+                            category_name: category_name.as_deref().map(|n| i.get(n)),
+                            file_path: file_path.as_str().into(),
+                            output_type: i.get(output_type),
+                        };
+                        (target, watch.name.as_deref().map(|n| i.get(n)), watch.progress_step)
+                    }
+                    _ => continue,
                 }
-                (
-                    Target::VodList,
-                    crate::watch::Resource::VodEncode {
-                        category_id,
-                        category_name,
-                        file_path,
-                        output_type,
-                    },
-                ) => {
-                    let Some(watch) = self
-                        .config
-                        .watches
-                        .vods
-                        .iter()
-                        .find(|v| v.matches(category_id, category_name.as_deref()))
-                    else {
-                        continue;
-                    };
-                    let target = Target::Encode {
-                        category_id: category_id.clone(),
-                        category_name: category_name.clone(),
-                        file_path: file_path.clone(),
-                        output_type: output_type.clone(),
-                    };
-                    (target, watch.name.clone(), watch.progress_step)
-                }
-                _ => continue,
             };
-            let key: Arc<str> = target.key().into();
+            let text = target.key();
             let mut item = staged
                 .items
-                .get(&key)
-                .or_else(|| self.items.get(&key))
+                .get(text.as_str())
+                .or_else(|| self.items.get(text.as_str()))
                 .cloned()
                 .unwrap_or_else(|| Item::new(target, watch.clone(), Origin::Discovered, None));
             item.watch = watch;
@@ -701,7 +736,7 @@ impl Engine {
             item.last_polled_ms = Some(now);
             self.observe(&mut item, o, step, now, time, staged);
             running |= !item.terminal;
-            staged.items.insert(key, item);
+            staged.items.insert(item.key.clone(), item);
         }
         running
     }
@@ -745,9 +780,9 @@ impl Engine {
 fn dynamic_wanted(d: &DynamicWatch) -> Wanted {
     Wanted {
         target: Target::Import {
-            workspace: d.workspace.clone(),
-            project_id: d.project_id.clone(),
-            asset_id: d.asset_id.clone(),
+            workspace: d.workspace.as_str().into(),
+            project_id: d.project_id.as_str().into(),
+            asset_id: d.asset_id.as_str().into(),
             analysis: d.analysis,
         },
         watch: d.name.clone(),

@@ -1,5 +1,7 @@
 //! What the daemon keeps state for, and how each is polled.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -13,34 +15,34 @@ pub enum Target {
     /// A video asset's import status; with `analysis`, its analysis follows once imported.
     Import {
         /// Workspace.
-        workspace: String,
+        workspace: Arc<str>,
         /// Project id.
-        project_id: String,
+        project_id: Arc<str>,
         /// Asset id.
-        asset_id: String,
+        asset_id: Arc<str>,
         /// Whether to watch the analysis once imported.
         analysis: bool,
     },
     /// A video asset's analysis status.
     Analysis {
         /// Workspace.
-        workspace: String,
+        workspace: Arc<str>,
         /// Project id.
-        project_id: String,
+        project_id: Arc<str>,
         /// Asset id.
-        asset_id: String,
+        asset_id: Arc<str>,
     },
     /// A search image's upload status.
     SearchImage {
         /// Object key.
-        asset_key: String,
+        asset_key: Arc<str>,
     },
     /// A project's asset list (discovery).
     ProjectList {
         /// Workspace.
-        workspace: String,
+        workspace: Arc<str>,
         /// Project id.
-        project_id: String,
+        project_id: Arc<str>,
         /// Whether discovered assets get their analysis watched.
         analysis: bool,
     },
@@ -49,22 +51,22 @@ pub enum Target {
     /// An asset's presence in its project's list (fed by `ProjectList`).
     Listing {
         /// Workspace.
-        workspace: String,
+        workspace: Arc<str>,
         /// Project id.
-        project_id: String,
+        project_id: Arc<str>,
         /// Asset id.
-        asset_id: String,
+        asset_id: Arc<str>,
     },
     /// One encode output (fed by `VodList`).
     Encode {
         /// Category id.
-        category_id: String,
+        category_id: Arc<str>,
         /// Category name.
-        category_name: Option<String>,
+        category_name: Option<Arc<str>>,
         /// Input file.
-        file_path: String,
+        file_path: Arc<str>,
         /// Output type.
-        output_type: String,
+        output_type: Arc<str>,
     },
 }
 
@@ -98,21 +100,21 @@ impl Target {
                 project_id,
                 asset_id,
             } => Resource::VideoAsset {
-                workspace: workspace.clone(),
-                project_id: project_id.clone(),
-                asset_id: asset_id.clone(),
+                workspace: workspace.to_string(),
+                project_id: project_id.to_string(),
+                asset_id: asset_id.to_string(),
             },
             Self::Listing {
                 workspace,
                 project_id,
                 asset_id,
             } => Resource::ProjectAsset {
-                workspace: workspace.clone(),
-                project_id: project_id.clone(),
-                asset_id: asset_id.clone(),
+                workspace: workspace.to_string(),
+                project_id: project_id.to_string(),
+                asset_id: asset_id.to_string(),
             },
             Self::SearchImage { asset_key } => Resource::SearchImage {
-                asset_key: asset_key.clone(),
+                asset_key: asset_key.to_string(),
             },
             Self::Encode {
                 category_id,
@@ -120,10 +122,10 @@ impl Target {
                 file_path,
                 output_type,
             } => Resource::VodEncode {
-                category_id: category_id.clone(),
-                category_name: category_name.clone(),
-                file_path: file_path.clone(),
-                output_type: output_type.clone(),
+                category_id: category_id.to_string(),
+                category_name: category_name.as_deref().map(str::to_string),
+                file_path: file_path.to_string(),
+                output_type: output_type.to_string(),
             },
             Self::ProjectList { .. } | Self::VodList => return None,
         })
@@ -195,9 +197,9 @@ pub fn from_config(config: &Config) -> Vec<Wanted> {
     for v in &w.video_assets {
         out.push(Wanted {
             target: Target::Import {
-                workspace: v.workspace.clone(),
-                project_id: v.project_id.clone(),
-                asset_id: v.asset_id.clone(),
+                workspace: v.workspace.as_str().into(),
+                project_id: v.project_id.as_str().into(),
+                asset_id: v.asset_id.as_str().into(),
                 analysis: v.analysis,
             },
             watch: v.name.clone(),
@@ -206,8 +208,8 @@ pub fn from_config(config: &Config) -> Vec<Wanted> {
     for p in &w.projects {
         out.push(Wanted {
             target: Target::ProjectList {
-                workspace: p.workspace.clone(),
-                project_id: p.project_id.clone(),
+                workspace: p.workspace.as_str().into(),
+                project_id: p.project_id.as_str().into(),
                 analysis: p.analysis,
             },
             watch: p.name.clone(),
@@ -216,7 +218,7 @@ pub fn from_config(config: &Config) -> Vec<Wanted> {
     for i in &w.search_images {
         out.push(Wanted {
             target: Target::SearchImage {
-                asset_key: i.asset_key.clone(),
+                asset_key: i.asset_key.as_str().into(),
             },
             watch: i.name.clone(),
         });
@@ -263,5 +265,80 @@ mod tests {
         };
         let text = serde_json::to_string(&t).unwrap();
         assert_eq!(serde_json::from_str::<Target>(&text).unwrap(), t);
+    }
+}
+
+/// Shares one allocation among equal strings: workspaces, project ids, statuses and watch
+/// names repeat across thousands of items.
+#[derive(Debug, Default)]
+pub struct Interner(std::collections::HashSet<Arc<str>>);
+
+impl Interner {
+    /// The shared copy of `s`.
+    pub fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.0.get(s) {
+            return found.clone();
+        }
+        let shared: Arc<str> = s.into();
+        self.0.insert(shared.clone());
+        shared
+    }
+}
+
+impl Target {
+    /// The same target with its repeated strings shared through `interner`.
+    pub fn interned(self, i: &mut Interner) -> Self {
+        match self {
+            Self::Import {
+                workspace,
+                project_id,
+                asset_id,
+                analysis,
+            } => Self::Import {
+                workspace: i.get(&workspace),
+                project_id: i.get(&project_id),
+                asset_id,
+                analysis,
+            },
+            Self::Analysis {
+                workspace,
+                project_id,
+                asset_id,
+            } => Self::Analysis {
+                workspace: i.get(&workspace),
+                project_id: i.get(&project_id),
+                asset_id,
+            },
+            Self::ProjectList {
+                workspace,
+                project_id,
+                analysis,
+            } => Self::ProjectList {
+                workspace: i.get(&workspace),
+                project_id: i.get(&project_id),
+                analysis,
+            },
+            Self::Listing {
+                workspace,
+                project_id,
+                asset_id,
+            } => Self::Listing {
+                workspace: i.get(&workspace),
+                project_id: i.get(&project_id),
+                asset_id,
+            },
+            Self::Encode {
+                category_id,
+                category_name,
+                file_path,
+                output_type,
+            } => Self::Encode {
+                category_id: i.get(&category_id),
+                category_name: category_name.map(|n| i.get(&n)),
+                file_path,
+                output_type: i.get(&output_type),
+            },
+            other @ (Self::SearchImage { .. } | Self::VodList) => other,
+        }
     }
 }

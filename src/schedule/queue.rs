@@ -23,6 +23,14 @@ impl DueQueue {
         Self::default()
     }
 
+    /// An empty queue with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            heap: BinaryHeap::with_capacity(n),
+            seq: 0,
+        }
+    }
+
     /// Schedules `key` at `due_ms`.
     pub fn push(&mut self, key: Arc<str>, due_ms: i64) {
         self.seq += 1;

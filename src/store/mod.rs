@@ -233,6 +233,22 @@ impl Store {
         Ok(())
     }
 
+    /// Calls `f` with every item, one row at a time, so loading 100,000 items never holds
+    /// them all as rows at once.
+    pub fn for_each_item(&self, mut f: impl FnMut(ItemRow)) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare(&format!("SELECT {ITEM_COLUMNS} FROM items"))?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            f(item_from_row(row)?);
+        }
+        Ok(())
+    }
+
+    /// How many items there are.
+    pub fn item_count(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0))?)
+    }
+
     /// Every item.
     pub fn items(&self) -> Result<Vec<ItemRow>, StoreError> {
         let mut stmt = self
@@ -307,9 +323,9 @@ impl Store {
 
     /// Up to `limit` events after `seq`, in order.
     pub fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT seq, id, type, subject, body, created_ms FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, id, type, subject, body, created_ms FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
         let rows = stmt
             .query_map(params![seq, limit as i64], |r| {
                 Ok(OutboxRow {
@@ -387,6 +403,25 @@ impl Store {
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Calls `f` with every dynamic watch, one at a time.
+    pub fn for_each_dynamic_watch(&self, mut f: impl FnMut(DynamicWatch)) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, workspace, project_id, asset_id, name, analysis FROM dynamic_watches")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            f(DynamicWatch {
+                id: r.get(0)?,
+                workspace: r.get(1)?,
+                project_id: r.get(2)?,
+                asset_id: r.get(3)?,
+                name: r.get(4)?,
+                analysis: r.get(5)?,
+            });
+        }
         Ok(())
     }
 
