@@ -27,6 +27,11 @@ use engine::{Engine, PollResult, now_ms, poll};
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the store is checked for watches added by `register --watch`.
 const DYNAMIC_WATCH_CHECK: Duration = Duration::from_secs(2);
+/// How many polls may be dispatched per allowed concurrent call. Dispatched polls wait at
+/// the host's rate limiter and the client bounds concurrent HTTP calls to `max_in_flight`;
+/// keeping a few more polls queued at the limiter means a slow commit (a WAL checkpoint's
+/// fsync can take a while) never leaves a quota slot unused.
+const DISPATCH_AHEAD: usize = 4;
 /// Poll results applied in one transaction at most.
 const MAX_BATCH: usize = 512;
 
@@ -105,7 +110,7 @@ pub async fn run(
 
     loop {
         dispatch(&mut engine, &client, &results_tx, &tracker);
-        let capacity = engine.in_flight() < engine.config().api.max_in_flight;
+        let capacity = engine.in_flight() < engine.config().api.max_in_flight * DISPATCH_AHEAD;
         let sleep = engine
             .next_wakeup()
             .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64))
@@ -195,7 +200,7 @@ fn apply(engine: &mut Engine, batch: Vec<PollResult>, wake: &watch::Sender<u64>)
 
 /// Starts polls for due items while there is capacity.
 fn dispatch(engine: &mut Engine, client: &NcpClient, results: &mpsc::Sender<PollResult>, tracker: &TaskTracker) {
-    let max = engine.config().api.max_in_flight;
+    let max = engine.config().api.max_in_flight * DISPATCH_AHEAD;
     let lookback = engine.config().poll.vod_lookback;
     while engine.in_flight() < max {
         let Some((key, target)) = engine.next_due(now_ms()) else {

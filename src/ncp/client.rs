@@ -37,6 +37,10 @@ const DEFAULT_HOST_PAUSE: Duration = Duration::from_secs(5);
 struct HostGate {
     limiter: RateLimiter,
     paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Waiters take turns in arrival order (tokio's mutex is fair): the limiter alone would
+    /// let a late caller take a slot before one that has waited longer, which breaks the
+    /// scheduler's due order and can starve an unlucky item.
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl HostGate {
@@ -44,11 +48,13 @@ impl HostGate {
         Self {
             limiter: RateLimiter::per_minute(per_minute),
             paused_until: std::sync::Mutex::new(None),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
     /// Waits out any pause, then for the limiter.
     async fn wait(&self) {
+        let _turn = self.turn.lock().await;
         loop {
             let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
             match until {

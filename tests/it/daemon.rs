@@ -429,11 +429,20 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_fli
             "{CHANGING_WATCHES}\n[poll]\ninterval = \"50ms\"\ndiscovery_interval = \"100ms\"\nmax_backoff = \"200ms\"\n[[sink.log]]\npath = \"events.jsonl\"\n"
         ),
     );
-    // The world keeps changing in the background: each asset walks through statuses.
+    // 20 cycles here; a longer soak: NCP_WATCHD_SOAK_KILLS=500 cargo test --release sigkill.
+    let kills: usize = std::env::var("NCP_WATCHD_SOAK_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    // The world keeps changing in the background, for as long as the kills go on: each
+    // asset walks through statuses S1, S2, ...
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let churn = {
-        let sim = sim.clone();
+        let (sim, stop) = (sim.clone(), stop.clone());
         tokio::spawn(async move {
-            for step in 1..=60 {
+            let mut step = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                step += 1;
                 for i in 0..assets {
                     if fastrand::u8(0..3) == 0 {
                         set(&sim, &i.to_string(), &format!("S{step}"));
@@ -449,13 +458,13 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_fli
     let mut daemon = Daemon::start(&config).await;
     let tmp = daemon.keep_dir();
     let dir = daemon.dir.clone();
-    let kills = 20;
     for _ in 0..kills {
         tokio::time::sleep(Duration::from_millis(fastrand::u64(50..250))).await;
         daemon.signal("KILL");
         daemon.exit_within(Duration::from_secs(5)).await;
         daemon = Daemon::start_in(&dir).await;
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     churn.await.unwrap();
     daemon.wait_started().await;
     let subjects: Vec<String> = (0..assets)
@@ -547,6 +556,9 @@ async fn under_backlog_the_daemon_spends_its_quota_and_never_more() {
         let in_window = times[i..].iter().take_while(|t| **t < t0 + 1000).count();
         assert!(in_window <= 11, "{in_window} calls in the second after {t0}");
     }
+    // In due order: every asset is polled once before any is polled twice.
+    let first: std::collections::HashSet<&str> = log.iter().take(40).map(|r| r.target.as_str()).collect();
+    assert_eq!(first.len(), 40, "the first 40 calls went to 40 different assets");
     // 40 first sights need 40 calls: at 10 per second that is about 4 s, not 40 intervals.
     assert!(
         elapsed < Duration::from_secs(8),
@@ -713,4 +725,58 @@ async fn sighup_adds_and_removes_watches_and_an_invalid_config_changes_nothing()
     let started = std::time::Instant::now();
     assert!(daemon.exit_within(Duration::from_secs(10)).await.success());
     assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_one_object_per_line_with_the_event_id_and_subject() {
+    let sim = sim_with(CHANGING, 6000).await;
+    let config = config_text(
+        &sim.url(),
+        "",
+        &format!("{CHANGING_WATCHES}\n{FAST_POLL}\n[log]\nformat = \"json\"\nlevel = \"info\"\n"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("config.toml"), config).unwrap();
+    // No RUST_LOG here: the configured level and format apply.
+    let log = std::fs::File::create(tmp.path().join("daemon.log")).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ncp-watchd"))
+        .args(["run", "-c", tmp.path().join("config.toml").to_str().unwrap()])
+        .env_clear()
+        .env("NCLOUD_ACCESS_KEY", ncp_watchd::sim::DEFAULT_ACCESS_KEY)
+        .env("NCLOUD_SECRET_KEY", ncp_watchd::sim::DEFAULT_SECRET_KEY)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let text = std::fs::read_to_string(tmp.path().join("daemon.log")).unwrap_or_default();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        if lines.iter().filter(|l| l["message"] == "event").count() >= 2 {
+            break lines;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no event lines:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let event = lines.iter().find(|l| l["message"] == "event").unwrap();
+    assert!(
+        event["event_id"]
+            .as_str()
+            .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()),
+        "{event}"
+    );
+    assert!(
+        event["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("workspaces/ws/projects/1/")),
+        "{event}"
+    );
+    assert_eq!(event["level"], "INFO");
+    let _ = std::process::Command::new("kill")
+        .args(["-s", "TERM", &child.id().unwrap().to_string()])
+        .status();
+    assert!(child.wait().await.unwrap().success());
 }

@@ -302,3 +302,81 @@ async fn register_prints_the_new_asset_id_and_the_asset_is_then_pollable() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn a_second_once_prints_only_what_changed_since_the_first() {
+    let sim = sim_with(SCENARIO, 1000).await;
+    let cfg = config_dir(&config_text(&sim.url(), "", WATCHES));
+    let path = cfg.path.to_str().unwrap();
+    let first = watchd(&["once", "-c", path], &sim_env()).await;
+    assert_eq!(first.status.code(), Some(0));
+    assert_eq!(events(&text(&first).0).len(), 8);
+
+    let again = watchd(&["once", "-c", path], &sim_env()).await;
+    let (stdout, stderr) = text(&again);
+    assert_eq!(again.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, "", "nothing changed, nothing printed");
+
+    sim.set(ncp_watchd::sim::SetState::VideoAsset {
+        workspace: "ws".into(),
+        project_id: "1234".into(),
+        asset_id: "5679".into(),
+        status: "COMPLETED".into(),
+    });
+    let third = watchd(&["once", "-c", path], &sim_env()).await;
+    let printed = events(&text(&third).0);
+    assert_eq!(printed.len(), 1, "{printed:?}");
+    assert_eq!(printed[0]["type"], "video_asset.import.completed");
+    assert_eq!(printed[0]["data"]["previous"], "IN_PROGRESS");
+    assert_eq!(printed[0]["data"]["current"], "COMPLETED");
+    // Finished items are not polled again: the third run asked only about what could change.
+    let third_run_calls = sim
+        .requests()
+        .iter()
+        .filter(|r| r.target.ends_with("/5678/import-status"))
+        .count();
+    assert_eq!(
+        third_run_calls, 1,
+        "the completed asset was polled once, in the first run"
+    );
+}
+
+#[tokio::test]
+async fn status_shows_what_each_item_last_showed() {
+    let sim = sim_with(SCENARIO, 1000).await;
+    let cfg = config_dir(&config_text(&sim.url(), "", WATCHES));
+    let path = cfg.path.to_str().unwrap();
+    let before = watchd(&["status", "-c", path], &sim_env()).await;
+    assert_eq!(before.status.code(), Some(1));
+    assert!(text(&before).1.contains("no state yet"), "{}", text(&before).1);
+    assert_eq!(watchd(&["once", "-c", path], &sim_env()).await.status.code(), Some(0));
+
+    let table = watchd(&["status", "-c", path], &sim_env()).await;
+    let (stdout, stderr) = text(&table);
+    assert_eq!(table.status.code(), Some(0), "{stderr}");
+    let line = |needle: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{needle}:\n{stdout}"))
+            .to_string()
+    };
+    let import = line("workspaces/ws/projects/1234/video-assets/5679");
+    assert!(
+        import.starts_with("import") && import.contains("IN_PROGRESS") && import.contains("watching"),
+        "{import}"
+    );
+    let encode = line("files/teaser.mp4/outputs/hls");
+    assert!(
+        encode.contains("RUNNING 40%") && encode.contains("(encodes)"),
+        "{encode}"
+    );
+    assert!(line("query-assets/images/q.jpg").contains("final"));
+
+    let json = watchd(&["status", "--json", "-c", path], &sim_env()).await;
+    let rows: Vec<Value> = serde_json::from_slice(&json.stdout).unwrap();
+    let analysis = rows.iter().find(|r| r["kind"] == "analysis").unwrap();
+    assert_eq!(analysis["status"], "ANALYZING");
+    assert_eq!(analysis["terminal"], false);
+    assert!(analysis["next_due"].is_string() && analysis["last_polled"].is_string());
+}
