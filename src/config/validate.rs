@@ -389,22 +389,26 @@ fn sinks(raw: &RawConfig, base_dir: &Path, d: &mut Collector) -> Sinks {
     for (i, t) in raw.logs.iter().enumerate() {
         let key = format!("sink.log[{i}]");
         let r = t.get_ref();
-        let name = match &r.name {
-            Some(n) => non_empty(d, &format!("{key}.name"), n).unwrap_or_default(),
-            None if raw.logs.len() == 1 => "log".to_string(),
-            None => format!("log-{i}"),
-        };
-        unique_name(
-            d,
-            &name,
-            &format!("{key}.name"),
-            r.name.as_ref().map_or(t.span(), Spanned::span),
-        );
         let path = r
             .path
             .as_ref()
             .and_then(|p| non_empty(d, &format!("{key}.path"), p))
             .map(|p| base_dir.join(p));
+        // An unnamed sink is named after its output, so its progress survives edits that
+        // add or remove other sinks.
+        let name = match &r.name {
+            Some(n) => non_empty(d, &format!("{key}.name"), n).unwrap_or_default(),
+            None => path.as_ref().map_or("stdout".to_string(), |p| p.display().to_string()),
+        };
+        // A defaulted name repeats only when the output does, which is reported below.
+        if r.name.is_some() || !paths.contains_key(&path) {
+            unique_name(
+                d,
+                &name,
+                &format!("{key}.name"),
+                r.name.as_ref().map_or(t.span(), Spanned::span),
+            );
+        }
         let span = r.path.as_ref().map_or(t.span(), Spanned::span);
         if let Some(first) = paths.get(&path) {
             let target = path.as_ref().map_or("stdout".to_string(), |p| p.display().to_string());

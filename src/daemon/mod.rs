@@ -74,6 +74,18 @@ fn start_sinks(
     tracker: &TaskTracker,
 ) -> Sinks {
     let stop = CancellationToken::new();
+    // Each sink's cursor exists before the next poll commits anything: a new sink starts
+    // at this moment's end of the outbox, not at whatever its task finds when it first runs.
+    match Store::open_for_progress(store_path) {
+        Ok(mut store) => {
+            for spec in &specs {
+                if let Err(e) = store.cursor(&log::cursor_name(&spec.name)) {
+                    tracing::error!(sink = %spec.name, error = %e, "cannot record the sink's starting point");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot open the state store for the sinks"),
+    }
     for spec in specs {
         tracing::info!(sink = %spec.name, output = %spec.path.as_ref().map_or("stdout".to_string(), |p| p.display().to_string()), "log sink started");
         tracker.spawn(log::run(spec, store_path.to_path_buf(), wake.subscribe(), stop.clone()));
@@ -238,6 +250,12 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
     let mut engine = Engine::open(config, store)?;
     let client = NcpClient::new(&engine.config().api, &credentials).map_err(DaemonError::Client)?;
     engine.schedule_all_now();
+    // Cursors first, so a sink configured since the last run gets this run's events.
+    let specs = sink_specs(engine.config(), &[]);
+    let mut progress = Store::open_for_progress(&store_path)?;
+    for spec in &specs {
+        progress.cursor(&log::cursor_name(&spec.name))?;
+    }
     let lookback = engine.config().poll.vod_lookback;
     let max = engine.config().api.max_in_flight;
     let mut polled: HashSet<Arc<str>> = HashSet::new();
@@ -269,10 +287,8 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
         }
         report.events.extend(engine.apply(vec![result])?);
     }
-    let specs = sink_specs(engine.config(), &[]);
     report.stdout_sink = specs.iter().any(|s| s.path.is_none());
     for spec in specs {
-        let mut progress = Store::open_for_progress(&store_path)?;
         let mut out = log::open_output(&spec).map_err(|e| DaemonError::Store(sink_error_to_store(e)))?;
         log::drain(&spec, &mut progress, out.as_mut()).map_err(|e| DaemonError::Store(sink_error_to_store(e)))?;
     }

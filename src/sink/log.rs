@@ -60,7 +60,8 @@ pub enum SinkError {
 
 /// Delivers everything committed so far, then returns the last position handled.
 pub fn drain(spec: &LogSinkSpec, store: &mut Store, out: &mut dyn Write) -> Result<i64, SinkError> {
-    let mut cursor = store.cursor(&format!("log:{}", spec.name))?;
+    let name = cursor_name(&spec.name);
+    let mut cursor = store.cursor(&name)?;
     loop {
         let rows = store.outbox_after(cursor, BATCH)?;
         if rows.is_empty() {
@@ -78,9 +79,14 @@ pub fn drain(spec: &LogSinkSpec, store: &mut Store, out: &mut dyn Write) -> Resu
                     })?;
             }
             cursor = row.seq;
-            store.set_cursor(&format!("log:{}", spec.name), cursor)?;
+            store.set_cursor(&name, cursor)?;
         }
     }
+}
+
+/// The key of a log sink's cursor in the store.
+pub fn cursor_name(sink: &str) -> String {
+    format!("log:{sink}")
 }
 
 fn render(format: LineFormat, row: &OutboxRow) -> String {

@@ -373,7 +373,7 @@ format = \"slack\"
         "workspaces/ws/projects/1234/video-assets/5678 \"launch-trailer\" +analysis",
         "categories 10019, test2, progress every 25%",
         "webhook chat -> https://hooks.slack.example.com (slack, unsigned",
-        "log log -> stdout",
+        "log stdout -> stdout",
         "import status under assets/",
         "at most 500 calls/min per host",
         &format!("access key from file {}", creds.path().join("access_key").display()),

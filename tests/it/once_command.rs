@@ -380,3 +380,35 @@ async fn status_shows_what_each_item_last_showed() {
     assert_eq!(analysis["terminal"], false);
     assert!(analysis["next_due"].is_string() && analysis["last_polled"].is_string());
 }
+
+#[tokio::test]
+async fn once_delivers_to_the_log_sinks_and_prints_nothing_twice() {
+    let sim = sim_with(SCENARIO, 1000).await;
+    let sinks = "[[sink.log]]\npath = \"events.jsonl\"\n[[sink.log]]\nname = \"finished\"\npath = \"finished.jsonl\"\nevents = [\"*.complete*\"]\n";
+    let cfg = config_dir(&config_text(&sim.url(), "", &format!("{WATCHES}{sinks}")));
+    let path = cfg.path.to_str().unwrap();
+    let out = watchd(&["once", "-c", path], &sim_env()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let dir = cfg.path.parent().unwrap();
+    let all = crate::helpers::read_events(&dir.join("events.jsonl"));
+    assert_eq!(all.len(), 8, "the first run's events reach a new sink");
+    let finished = crate::helpers::read_events(&dir.join("finished.jsonl"));
+    let types: Vec<&str> = finished.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.len(), 2, "{types:?}");
+    assert!(
+        types.contains(&"video_asset.import.completed") && types.contains(&"vod.encode.complete"),
+        "{types:?}"
+    );
+    assert_eq!(
+        events(&text(&out).0).len(),
+        8,
+        "no sink writes to stdout, so once prints the events"
+    );
+
+    watchd(&["once", "-c", path], &sim_env()).await;
+    assert_eq!(
+        crate::helpers::read_events(&dir.join("events.jsonl")).len(),
+        8,
+        "nothing is written twice"
+    );
+}
