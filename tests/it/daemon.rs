@@ -527,6 +527,8 @@ async fn under_backlog_the_daemon_spends_its_quota_and_never_more() {
             "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"9\"\nasset_id = \"{i}\"\n"
         ));
     }
+    // The project's list is one more item in the same queue: discovery must get its turns.
+    watches.push_str("[[watch.project]]\nworkspace = \"ws\"\nproject_id = \"9\"\n");
     // The simulator holds the same quota as the daemon: any excess would be a 429.
     let sim = sim_with(&scenario, 600).await;
     let config = config_text(
@@ -537,7 +539,12 @@ async fn under_backlog_the_daemon_spends_its_quota_and_never_more() {
     let mut daemon = Daemon::start(&config).await;
     let start = std::time::Instant::now();
     daemon
-        .wait_for(Duration::from_secs(20), "first sight of every asset", |e| e.len() >= 40)
+        .wait_for(Duration::from_secs(20), "first sight of every asset", |e| {
+            e.iter()
+                .filter(|e| e["type"] == "video_asset.import.in_progress")
+                .count()
+                >= 40
+        })
         .await;
     let elapsed = start.elapsed();
     daemon.signal("TERM");
@@ -558,8 +565,14 @@ async fn under_backlog_the_daemon_spends_its_quota_and_never_more() {
         assert!(in_window <= 12, "{in_window} calls in the second after {t0}");
     }
     // In due order: every asset is polled once before any is polled twice.
-    let first: std::collections::HashSet<&str> = log.iter().take(40).map(|r| r.target.as_str()).collect();
-    assert_eq!(first.len(), 40, "the first 40 calls went to 40 different assets");
+    let first: std::collections::HashSet<&str> = log.iter().take(41).map(|r| r.target.as_str()).collect();
+    assert_eq!(
+        first.len(),
+        41,
+        "the first 41 calls went to 40 different assets and the list"
+    );
+    let lists = log.iter().filter(|r| r.target.contains("/assets?pageNum=")).count();
+    assert!(lists >= 2, "discovery was starved: the list was read {lists} times");
     // 40 first sights need 40 calls: at 10 per second that is about 4 s, not 40 intervals.
     assert!(
         elapsed < Duration::from_secs(8),
@@ -794,4 +807,37 @@ async fn json_logs_are_one_object_per_line_with_the_event_id_and_subject() {
         .args(["-s", "TERM", &child.id().unwrap().to_string()])
         .status();
     assert!(child.wait().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_daemon_picks_up_a_watch_added_by_register() {
+    let sim = sim_with(CHANGING, 6000).await;
+    let one = "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"1\"\n";
+    let daemon = Daemon::start(&config_text(&sim.url(), "", &format!("{one}\n{FAST_POLL}"))).await;
+    daemon.wait_started().await;
+    let config = daemon.dir.join("config.toml");
+    let args = [
+        "register",
+        "-c",
+        config.to_str().unwrap(),
+        "--workspace",
+        "ws",
+        "--project",
+        "1",
+        "--bucket",
+        "b",
+        "--key",
+        "k.mp4",
+        "--watch",
+    ];
+    let out = crate::helpers::watchd(&args, &crate::helpers::sim_env()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let subject = format!("workspaces/ws/projects/1/video-assets/{id}");
+    // The simulator's register template completes the import after 3 s.
+    daemon
+        .wait_for(Duration::from_secs(20), "the registered asset's import", |e| {
+            has(e, "video_asset.import.in_progress", &subject) && has(e, "video_asset.import.completed", &subject)
+        })
+        .await;
 }
