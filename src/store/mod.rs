@@ -138,6 +138,20 @@ pub struct DynamicWatch {
 const ITEM_COLUMNS: &str = "key, kind, subject, watch, params, origin, active, status, percent, terminal, \
                             next_due_ms, failures, failing, last_error, last_polled_ms, last_change_ms";
 
+/// Dynamic watch columns, in `DynamicWatch` field order.
+const DYNAMIC_COLUMNS: &str = "id, workspace, project_id, asset_id, name, analysis";
+
+fn dynamic_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DynamicWatch> {
+    Ok(DynamicWatch {
+        id: r.get(0)?,
+        workspace: r.get(1)?,
+        project_id: r.get(2)?,
+        asset_id: r.get(3)?,
+        name: r.get(4)?,
+        analysis: r.get(5)?,
+    })
+}
+
 fn item_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRow> {
     Ok(ItemRow {
         key: r.get(0)?,
@@ -410,37 +424,21 @@ impl Store {
     pub fn for_each_dynamic_watch(&self, mut f: impl FnMut(DynamicWatch)) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT id, workspace, project_id, asset_id, name, analysis FROM dynamic_watches")?;
+            .prepare_cached(&format!("SELECT {DYNAMIC_COLUMNS} FROM dynamic_watches"))?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            f(DynamicWatch {
-                id: r.get(0)?,
-                workspace: r.get(1)?,
-                project_id: r.get(2)?,
-                asset_id: r.get(3)?,
-                name: r.get(4)?,
-                analysis: r.get(5)?,
-            });
+            f(dynamic_from_row(r)?);
         }
         Ok(())
     }
 
     /// Dynamic watches with an id above `after`.
     pub fn dynamic_watches_after(&self, after: i64) -> Result<Vec<DynamicWatch>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, workspace, project_id, asset_id, name, analysis FROM dynamic_watches WHERE id > ?1 ORDER BY id",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {DYNAMIC_COLUMNS} FROM dynamic_watches WHERE id > ?1 ORDER BY id"
+        ))?;
         let rows = stmt
-            .query_map([after], |r| {
-                Ok(DynamicWatch {
-                    id: r.get(0)?,
-                    workspace: r.get(1)?,
-                    project_id: r.get(2)?,
-                    asset_id: r.get(3)?,
-                    name: r.get(4)?,
-                    analysis: r.get(5)?,
-                })
-            })?
+            .query_map([after], dynamic_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
