@@ -34,6 +34,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Run the bundled simulator and watch its scenario play out, printing events live.
     Demo,
+    /// List or re-queue webhook deliveries that ran out of attempts (works while the daemon runs).
+    DeadLetters(DeadLetterArgs),
     /// Register an Object Storage file as a media asset and print its asset id.
     Register(RegisterArgs),
 }
@@ -70,4 +72,35 @@ pub struct StatusArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `dead-letters` arguments.
+#[derive(Debug, Args)]
+pub struct DeadLetterArgs {
+    /// The config file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: DeadLetterAction,
+}
+
+/// `dead-letters list|replay`.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterAction {
+    /// Show every dead letter: event id, sink, subject, type, attempts, last error.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue one dead letter by event id, or all of them; paused sinks resume.
+    Replay {
+        /// The event id to replay.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
 }

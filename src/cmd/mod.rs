@@ -1,6 +1,7 @@
 //! The commands. Each returns `Result<(), Failure>`; `main` maps the failure to an exit code.
 
 pub mod check;
+pub mod dead_letters;
 pub mod demo;
 pub mod once;
 pub mod register;

@@ -27,7 +27,10 @@ pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
     let result = daemon::run(config, credentials, shutdown.clone(), reload_rx, Vec::new()).await;
     shutdown.cancel();
     signals.abort();
-    result.map_err(|e| Failure::Runtime(e.to_string()))
+    result.map_err(|e| match e {
+        daemon::DaemonError::Sink { .. } => Failure::Config(format!("error: {e}")),
+        other => Failure::Runtime(other.to_string()),
+    })
 }
 
 /// Logs to stderr in the configured format; `RUST_LOG` overrides the configured level.

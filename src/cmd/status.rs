@@ -21,11 +21,22 @@ pub async fn run(args: &StatusArgs) -> Result<(), Failure> {
     let store = Store::open(&config.state_path).map_err(|e| Failure::Runtime(e.to_string()))?;
     let items = store.items().map_err(|e| Failure::Runtime(e.to_string()))?;
     let now = chrono::Utc::now().timestamp_millis();
+    let sinks = store.sink_summaries().map_err(|e| Failure::Runtime(e.to_string()))?;
     if args.json {
         let rows: Vec<_> = items.iter().map(row_json).collect();
         println!("{}", serde_json::to_string_pretty(&rows).expect("JSON serializes"));
     } else {
         print!("{}", table(&items, now));
+        for s in &sinks {
+            let state = s
+                .paused
+                .as_ref()
+                .map_or("running".to_string(), |why| format!("PAUSED ({why})"));
+            println!(
+                "sink {}: {state}; {} events behind, {} retrying, {} dead letters",
+                s.cursor_name, s.behind, s.retrying, s.dead_letters
+            );
+        }
     }
     Ok(())
 }

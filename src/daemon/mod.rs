@@ -20,6 +20,7 @@ use crate::config::{Config, Credentials, LogSink};
 use crate::event::CloudEvent;
 use crate::ncp::{ApiError, NcpClient};
 use crate::sink::log::{self, LineFormat, LogSinkSpec};
+use crate::sink::webhook::{self, WebhookSpec};
 use crate::store::{Store, StoreError};
 use engine::{Engine, PollResult, now_ms, poll};
 
@@ -44,6 +45,41 @@ pub enum DaemonError {
     /// The API client could not be built.
     #[error("cannot build the API client: {0}")]
     Client(ApiError),
+    /// A webhook sink's secret could not be resolved.
+    #[error("sink.webhook `{sink}`: {reason}")]
+    Sink {
+        /// The sink.
+        sink: String,
+        /// Why (naming the secret's source, never its value).
+        reason: String,
+    },
+}
+
+/// Resolves every webhook sink's secret.
+pub fn webhook_specs(config: &Config) -> Result<Vec<WebhookSpec>, DaemonError> {
+    config
+        .sinks
+        .webhooks
+        .iter()
+        .map(|w| {
+            WebhookSpec::resolve(w).map_err(|reason| DaemonError::Sink {
+                sink: w.name.clone(),
+                reason,
+            })
+        })
+        .collect()
+}
+
+/// Whether two configs run the same sinks (URLs compared without being shown).
+fn same_sinks(a: &Config, b: &Config) -> bool {
+    let hooks = |c: &Config| -> Vec<String> {
+        c.sinks
+            .webhooks
+            .iter()
+            .map(|w| format!("{w:?}{}", w.url.expose()))
+            .collect()
+    };
+    format!("{:?}", a.sinks.logs) == format!("{:?}", b.sinks.logs) && hooks(a) == hooks(b)
 }
 
 /// The log sinks of a config, plus any extra ones (the demo's printer).
@@ -69,6 +105,7 @@ struct Sinks {
 
 fn start_sinks(
     specs: Vec<LogSinkSpec>,
+    webhooks: Vec<WebhookSpec>,
     store_path: &std::path::Path,
     wake: &watch::Sender<u64>,
     tracker: &TaskTracker,
@@ -78,9 +115,13 @@ fn start_sinks(
     // at this moment's end of the outbox, not at whatever its task finds when it first runs.
     match Store::open_for_progress(store_path) {
         Ok(mut store) => {
-            for spec in &specs {
-                if let Err(e) = store.cursor(&log::cursor_name(&spec.name)) {
-                    tracing::error!(sink = %spec.name, error = %e, "cannot record the sink's starting point");
+            let names = specs
+                .iter()
+                .map(|s| log::cursor_name(&s.name))
+                .chain(webhooks.iter().map(WebhookSpec::cursor_name));
+            for name in names {
+                if let Err(e) = store.cursor(&name) {
+                    tracing::error!(sink = %name, error = %e, "cannot record the sink's starting point");
                 }
             }
         }
@@ -89,6 +130,15 @@ fn start_sinks(
     for spec in specs {
         tracing::info!(sink = %spec.name, output = %spec.path.as_ref().map_or("stdout".to_string(), |p| p.display().to_string()), "log sink started");
         tracker.spawn(log::run(spec, store_path.to_path_buf(), wake.subscribe(), stop.clone()));
+    }
+    for spec in webhooks {
+        tracing::info!(sink = %spec.sink.name, receiver = %spec.sink.url_display, "webhook sink started");
+        tracker.spawn(webhook::run(
+            spec,
+            store_path.to_path_buf(),
+            wake.subscribe(),
+            stop.clone(),
+        ));
     }
     Sinks { stop }
 }
@@ -104,13 +154,20 @@ pub async fn run(
     mut reloads: mpsc::UnboundedReceiver<Config>,
     extra_sinks: Vec<LogSinkSpec>,
 ) -> Result<(), DaemonError> {
+    let webhooks = webhook_specs(&config)?;
     let store = Store::open(&config.state_path)?;
     let store_path = store.path().to_path_buf();
     let mut engine = Engine::open(config, store)?;
     let mut client = NcpClient::new(&engine.config().api, &credentials).map_err(DaemonError::Client)?;
     let tracker = TaskTracker::new();
     let (wake, _) = watch::channel(0u64);
-    let mut sinks = start_sinks(sink_specs(engine.config(), &extra_sinks), &store_path, &wake, &tracker);
+    let mut sinks = start_sinks(
+        sink_specs(engine.config(), &extra_sinks),
+        webhooks,
+        &store_path,
+        &wake,
+        &tracker,
+    );
     let (results_tx, mut results) = mpsc::channel::<PollResult>(1024);
     let mut dynamic_check = tokio::time::interval(DYNAMIC_WATCH_CHECK);
     tracing::info!(
@@ -142,8 +199,18 @@ pub async fn run(
             }
             Some(new_config) = reloads.recv() => {
                 let api_changed = new_config.api != engine.config().api;
-                let sinks_changed = sink_specs(&new_config, &extra_sinks).iter().map(|s| format!("{s:?}")).collect::<Vec<_>>()
-                    != sink_specs(engine.config(), &extra_sinks).iter().map(|s| format!("{s:?}")).collect::<Vec<_>>();
+                let sinks_changed = !same_sinks(&new_config, engine.config());
+                let webhooks = match webhook_specs(&new_config) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload refused: the previous configuration keeps running");
+                        continue;
+                    }
+                };
+                // A reload resumes sinks paused by a 410 Gone.
+                if let Err(e) = Store::open_for_progress(&store_path).and_then(|mut s| s.clear_sink_pauses()) {
+                    tracing::warn!(error = %e, "cannot lift sink pauses");
+                }
                 match engine.reconcile(new_config) {
                     Ok(()) => {
                         if api_changed {
@@ -154,7 +221,7 @@ pub async fn run(
                         }
                         if sinks_changed {
                             sinks.stop.cancel();
-                            sinks = start_sinks(sink_specs(engine.config(), &extra_sinks), &store_path, &wake, &tracker);
+                            sinks = start_sinks(sink_specs(engine.config(), &extra_sinks), webhooks, &store_path, &wake, &tracker);
                         }
                         tracing::info!(items = engine.items().filter(|i| i.active).count(), "configuration reloaded");
                     }
@@ -240,11 +307,14 @@ pub struct OnceReport {
     pub failures: Vec<(String, String)>,
     /// Whether some log sink writes to stdout.
     pub stdout_sink: bool,
+    /// Webhook sinks whose deliveries failed in this run.
+    pub delivery_failures: Vec<String>,
 }
 
 /// Polls every active item once (items discovered on the way included), commits the
 /// changes, and delivers them to the log sinks.
 pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport, DaemonError> {
+    let webhooks = webhook_specs(&config)?;
     let store = Store::open(&config.state_path)?;
     let store_path = store.path().to_path_buf();
     let mut engine = Engine::open(config, store)?;
@@ -255,6 +325,9 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
     let mut progress = Store::open_for_progress(&store_path)?;
     for spec in &specs {
         progress.cursor(&log::cursor_name(&spec.name))?;
+    }
+    for spec in &webhooks {
+        progress.cursor(&spec.cursor_name())?;
     }
     let lookback = engine.config().poll.vod_lookback;
     let max = engine.config().api.max_in_flight;
@@ -288,6 +361,15 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
         report.events.extend(engine.apply(vec![result])?);
     }
     report.stdout_sink = specs.iter().any(|s| s.path.is_none());
+    for spec in &webhooks {
+        let delivered = webhook::deliver_pending(spec, &store_path).await?;
+        if delivered.failed > 0 {
+            report.delivery_failures.push(format!(
+                "sink.webhook `{}`: {} delivery attempts to {} failed; they are retried on the next run",
+                spec.sink.name, delivered.failed, spec.sink.url_display
+            ));
+        }
+    }
     for spec in specs {
         let mut out = log::open_output(&spec).map_err(|e| DaemonError::Store(sink_error_to_store(e)))?;
         log::drain(&spec, &mut progress, out.as_mut()).map_err(|e| DaemonError::Store(sink_error_to_store(e)))?;

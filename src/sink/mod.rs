@@ -1,7 +1,9 @@
 //! Sinks: each reads the outbox from its own durable cursor and delivers what its `events`
 //! globs select. Sinks never see state, only committed events.
 
+pub mod encode;
 pub mod log;
+pub mod webhook;
 
 use crate::event::glob_matches;
 

@@ -46,4 +46,42 @@ pub const ALL: &[&str] = &[
         created_ms INTEGER NOT NULL
     );
     ",
+    // 2: webhook delivery: per sink, what is done past the cursor, what is retrying, dead
+    // letters, replays asked for, and pauses (410 Gone).
+    "
+    CREATE TABLE webhook_done (
+        sink TEXT NOT NULL,
+        seq  INTEGER NOT NULL,
+        PRIMARY KEY (sink, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE webhook_retry (
+        sink            TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_ms INTEGER NOT NULL,
+        last_error      TEXT,
+        PRIMARY KEY (sink, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE dead_letters (
+        sink       TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        event_id   TEXT NOT NULL,
+        subject    TEXT NOT NULL,
+        type       TEXT NOT NULL,
+        attempts   INTEGER NOT NULL,
+        last_error TEXT,
+        created_ms INTEGER NOT NULL,
+        PRIMARY KEY (sink, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE webhook_replay (
+        sink TEXT NOT NULL,
+        seq  INTEGER NOT NULL,
+        PRIMARY KEY (sink, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE sink_pauses (
+        sink     TEXT PRIMARY KEY,
+        reason   TEXT NOT NULL,
+        since_ms INTEGER NOT NULL
+    );
+    ",
 ];

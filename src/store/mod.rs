@@ -9,6 +9,9 @@
 //! paying an fsync per line.
 
 mod migrations;
+mod webhook;
+
+pub use webhook::{DeadLetter, Outcome, RetryState, SinkSummary, webhook_cursor};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

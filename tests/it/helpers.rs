@@ -183,6 +183,11 @@ impl Daemon {
         }
     }
 
+    /// Ties a temporary directory's lifetime to this daemon.
+    pub fn adopt(&mut self, tmp: tempfile::TempDir) {
+        self._tmp = Some(tmp);
+    }
+
     /// Stops the child without killing the directory (for restarts).
     pub fn keep_dir(&mut self) -> Option<tempfile::TempDir> {
         self._tmp.take()

@@ -9,4 +9,6 @@ mod daemon;
 mod decoding;
 mod demo_command;
 mod once_command;
+mod receiver;
 mod simulator;
+mod webhook;

@@ -1,0 +1,159 @@
+//! The only code that knows webhook encodings: CloudEvents structured bodies, Standard
+//! Webhooks signatures, and the Slack-style one-line summary.
+
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::event::CloudEvent;
+
+/// `Content-Type` of a structured CloudEvent.
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+
+/// The signing key of a `whsec_<base64>` secret, or `None` when it is not of that form.
+pub fn signing_key(secret: &str) -> Option<Vec<u8>> {
+    let encoded = secret.trim().strip_prefix("whsec_")?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .filter(|k| !k.is_empty())
+}
+
+/// The `webhook-signature` value: `v1,` + Base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
+pub fn signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC-SHA256 accepts keys of any length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// `{"text": ...}` for Slack, Mattermost and compatible incoming webhooks.
+pub fn slack_body(event: &CloudEvent) -> String {
+    serde_json::json!({ "text": slack_text(event) }).to_string()
+}
+
+/// A one-line human summary: what happened, to what, and the facts NCP gave.
+pub fn slack_text(e: &CloudEvent) -> String {
+    let d = &e.data;
+    let icon = match e.event_type.as_str() {
+        "watch.failing" => ":rotating_light:",
+        "watch.recovered" => ":white_check_mark:",
+        "project.asset.discovered" => ":new:",
+        "vod.encode.progress" => ":hourglass_flowing_sand:",
+        _ if d.terminal && is_success(&d.current) => ":white_check_mark:",
+        _ if d.terminal => ":x:",
+        _ => ":arrows_counterclockwise:",
+    };
+    let name = d.watch.as_deref().map(|w| format!(" {w}")).unwrap_or_default();
+    let change = match (&d.previous, e.event_type.as_str()) {
+        (_, "project.asset.discovered") => "discovered".to_string(),
+        (_, "watch.failing") => "failing".to_string(),
+        (_, "watch.recovered") => "recovered".to_string(),
+        (Some(p), _) if p != &d.current => format!("{p} → {}", d.current),
+        _ => d.current.clone(),
+    };
+    let mut facts: Vec<String> = Vec::new();
+    let detail = &d.detail;
+    let meta = detail.get("metaData").unwrap_or(&Value::Null);
+    if let Some(r) = meta.get("resolution").and_then(Value::as_str) {
+        facts.push(r.to_string());
+    }
+    if let Some(ms) = number(meta.get("durationMs")) {
+        facts
+            .push(humantime::format_duration(std::time::Duration::from_secs((ms / 1000.0).round() as u64)).to_string());
+    }
+    if let Some(bytes) = number(meta.get("size")).or_else(|| number(detail.get("outputTotalSize")).filter(|b| *b > 0.0))
+    {
+        facts.push(size(bytes));
+    }
+    if let Some(p) = d
+        .percent
+        .filter(|_| !d.terminal || e.event_type == "vod.encode.progress")
+    {
+        facts.push(format!("{p:.0}%"));
+    }
+    for key in ["uploadMessage", "uploadResult"] {
+        if let Some(m) = detail
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty() && d.current != "COMPLETED")
+        {
+            facts.push(m.to_string());
+            break;
+        }
+    }
+    if let Some(err) = &d.error {
+        facts.push(err.clone());
+    }
+    if let Some(link) = detail.get("link").and_then(Value::as_str) {
+        facts.push(format!("<{link}|output>"));
+    }
+    let facts = if facts.is_empty() {
+        String::new()
+    } else {
+        format!(" · {}", facts.join(" · "))
+    };
+    format!("{icon} *{}*{name}: {change} — `{}`{facts}", e.event_type, e.subject)
+}
+
+fn is_success(status: &str) -> bool {
+    matches!(status, "COMPLETED" | "COMPLETE" | "ANALYZE_COMPLETED" | "LISTED")
+}
+
+fn number(v: Option<&Value>) -> Option<f64> {
+    match v? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn size(bytes: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_standard_webhooks_spec_vector_signs_as_published() {
+        let key = signing_key("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
+        let body = br#"{"email":"test@example.com","username":"test_user"}"#;
+        assert_eq!(
+            signature(&key, "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body),
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
+    }
+
+    #[test]
+    fn secrets_without_the_prefix_or_base64_have_no_key() {
+        assert!(signing_key("C2FVsBQIhrscChlQIMV+b5sSYspob7oD").is_none());
+        assert!(signing_key("whsec_%%%").is_none());
+        assert!(signing_key("whsec_").is_none());
+    }
+
+    #[test]
+    fn sizes_read_like_a_person_writes_them() {
+        assert_eq!(size(512.0), "512 B");
+        assert_eq!(size(120333399.0), "114.8 MiB");
+    }
+}

@@ -1,0 +1,442 @@
+//! Webhook delivery: the real daemon, the simulator, and real receivers on loopback.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cloudevents::AttributesReader as _;
+use ncp_watchd::sim::SetState;
+use serde_json::Value;
+
+use crate::helpers::{Daemon, FAST_POLL, config_text, has, read_events, sim_with, summary};
+use crate::receiver::{Receiver, Reply, verify};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+const TWO_ASSETS: &str = r#"
+[[video_asset]]
+workspace = "ws"
+project_id = "1"
+asset_id = "1"
+import = [{ at = "0s", status = "IN_PROGRESS" }]
+
+[[video_asset]]
+workspace = "ws"
+project_id = "1"
+asset_id = "2"
+import = [{ at = "0s", status = "IN_PROGRESS" }]
+"#;
+
+const PROJECT: &str = "[[watch.project]]\nworkspace = \"ws\"\nproject_id = \"1\"\n";
+
+fn hook(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "[[sink.webhook]]\nname = \"{name}\"\nurl = \"{url}\"\nsecret_file = \"hook.secret\"\nretry_initial = \"100ms\"\nretry_max = \"400ms\"\ntimeout = \"500ms\"\nmax_attempts = 100\n{extra}\n"
+    )
+}
+
+async fn start(sim_url: &str, sinks: &str) -> Daemon {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("hook.secret"), SECRET).unwrap();
+    std::fs::write(
+        tmp.path().join("config.toml"),
+        config_text(sim_url, "", &format!("{PROJECT}{sinks}\n{FAST_POLL}")),
+    )
+    .unwrap();
+    let mut d = Daemon::start_in(tmp.path()).await;
+    d.adopt(tmp);
+    d
+}
+
+fn set(sim: &ncp_watchd::sim::SimHandle, asset: &str, status: &str) {
+    sim.set(SetState::VideoAsset {
+        workspace: "ws".into(),
+        project_id: "1".into(),
+        asset_id: asset.into(),
+        status: status.into(),
+    });
+}
+
+fn header(r: &crate::receiver::Received, name: &str) -> String {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_are_signed_cloudevents_that_independent_implementations_accept() {
+    let sim = sim_with(TWO_ASSETS, 6000).await;
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    let daemon = start(&sim.url(), &hook("ops", &receiver.url(), "")).await;
+    // Two discoveries and two first sights.
+    let got = receiver.wait_delivered(4, Duration::from_secs(20)).await;
+    for r in &got {
+        assert!(
+            verify(SECRET, &r.headers, &r.body),
+            "the signature verifies: {:?}",
+            r.headers
+        );
+        assert!(
+            !verify("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD", &r.headers, &r.body),
+            "a wrong secret fails"
+        );
+        assert_eq!(header(r, "content-type"), "application/cloudevents+json");
+        assert!(header(r, "user-agent").starts_with("ncp-watchd/"));
+        let ts: i64 = header(r, "webhook-timestamp").parse().unwrap();
+        assert!((chrono::Utc::now().timestamp() - ts).abs() < 60);
+        let event: cloudevents::Event = serde_json::from_str(&r.body).expect("a CloudEvents SDK parses the body");
+        assert_eq!(event.id(), header(r, "webhook-id"), "webhook-id is the event id");
+        assert_eq!(event.specversion(), cloudevents::event::SpecVersion::V10);
+        assert!(
+            event.source().to_string().starts_with("ncp-watchd/"),
+            "{}",
+            event.source()
+        );
+        assert!(event.subject().unwrap().starts_with("workspaces/ws/projects/1/"));
+        assert!(event.ty().starts_with("project.asset.discovered") || event.ty() == "video_asset.import.in_progress");
+    }
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_is_down_then_failing_then_slow_gets_everything_in_order_with_stable_ids() {
+    let sim = sim_with(TWO_ASSETS, 6000).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{port}/hooks/T0KEN-SENTINEL-123");
+    let daemon = start(&sim.url(), &hook("ops", &url, "")).await;
+    daemon
+        .wait_for(Duration::from_secs(20), "first sight", |e| {
+            e.iter()
+                .filter(|e| e["type"] == "video_asset.import.in_progress")
+                .count()
+                == 2
+        })
+        .await;
+    // While nobody listens (connection refused), the assets move through three statuses.
+    for status in ["S1", "S2", "COMPLETED"] {
+        let subject_done = |e: &[Value]| {
+            ["1", "2"].iter().all(|a| {
+                e.iter().any(|e| {
+                    e["data"]["current"] == status
+                        && e["subject"].as_str().unwrap().ends_with(&format!("video-assets/{a}"))
+                })
+            })
+        };
+        set(&sim, "1", status);
+        set(&sim, "2", status);
+        daemon.wait_for(Duration::from_secs(20), status, subject_done).await;
+    }
+    let events = daemon.events();
+    assert_eq!(events.len(), 10, "{}", summary(&events));
+    // Then it answers 503s, then stalls past the timeout, then 503 with Retry-After, then works.
+    let script = vec![
+        Reply::Status(503),
+        Reply::Status(503),
+        Reply::Stall(1500),
+        Reply::RetryAfter(503, 1),
+        Reply::Status(503),
+    ];
+    let receiver = Receiver::start(port, script).await;
+    let got = receiver.wait_delivered(10, Duration::from_secs(30)).await;
+    let ids: Vec<String> = got.iter().map(|r| header(r, "webhook-id")).collect();
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(
+        unique.len(),
+        10,
+        "every event delivered once the receiver works: {ids:?}"
+    );
+    // Every attempt, failed or not, carried the id of one of the events.
+    let event_ids: std::collections::HashSet<String> =
+        events.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    assert!(
+        receiver
+            .received()
+            .iter()
+            .all(|r| event_ids.contains(&header(r, "webhook-id")))
+    );
+    // Per subject, deliveries arrive in the order the events happened.
+    let mut order: HashMap<String, Vec<String>> = HashMap::new();
+    for r in &got {
+        let e: Value = serde_json::from_str(&r.body).unwrap();
+        order
+            .entry(e["subject"].as_str().unwrap().to_string())
+            .or_default()
+            .push(e["id"].as_str().unwrap().to_string());
+    }
+    for (subject, delivered) in order {
+        let happened: Vec<String> = events
+            .iter()
+            .filter(|e| e["subject"] == subject.as_str())
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(delivered, happened, "order for {subject}");
+    }
+    let log = daemon.log();
+    assert!(!log.contains("T0KEN-SENTINEL"), "the URL's path never reaches the log");
+    assert!(
+        log.contains(&format!("http://{port}")),
+        "the receiver is named by scheme and host"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_deliveries_loses_nothing_and_repeats_only_what_was_in_flight() {
+    let mut scenario = String::new();
+    for i in 0..30 {
+        scenario.push_str(&format!("[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n"));
+    }
+    let sim = sim_with(&scenario, 100_000).await;
+    // A slow receiver keeps deliveries in flight when the kills come.
+    let receiver = Receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        (0..400).map(|_| Reply::Stall(150)).collect(),
+    )
+    .await;
+    let mut daemon = start(
+        &sim.url(),
+        &hook("ops", &receiver.url(), "").replace("timeout = \"500ms\"", "timeout = \"5s\""),
+    )
+    .await;
+    let dir = daemon.dir.clone();
+    let tmp = daemon.keep_dir();
+    let kills = 5;
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(300..700))).await;
+        daemon.signal("KILL");
+        daemon.exit_within(Duration::from_secs(5)).await;
+        daemon = Daemon::start_in(&dir).await;
+    }
+    daemon
+        .wait_for(Duration::from_secs(30), "every first sight", |e| e.len() >= 60)
+        .await;
+    let events = read_events(&dir.join("events.jsonl"));
+    let outbox_ids: std::collections::HashSet<String> = {
+        let store = ncp_watchd::store::Store::open(&dir.join("state.db")).unwrap();
+        store
+            .outbox_after(0, 100_000)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(outbox_ids.len(), 60, "{}", summary(&events));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered: std::collections::HashSet<String> =
+            receiver.received().iter().map(|r| header(r, "webhook-id")).collect();
+        if outbox_ids.iter().all(|id| delivered.contains(id)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 60 delivered",
+            delivered.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all: Vec<String> = receiver.received().iter().map(|r| header(r, "webhook-id")).collect();
+    let repeats = all.len() - outbox_ids.len();
+    assert!(
+        repeats <= kills * 16,
+        "{repeats} repeats for {kills} kills of at most 16 in flight each"
+    );
+    drop(tmp);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_that_runs_out_of_attempts_is_a_dead_letter_until_replayed() {
+    let sim = sim_with("[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"1\"\nimport = [{ at = \"0s\", status = \"COMPLETED\" }]\n", 6000).await;
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![Reply::Status(500); 3]).await;
+    let sink = hook("ops", &receiver.url(), "events = [\"video_asset.import.*\"]")
+        .replace("max_attempts = 100", "max_attempts = 3");
+    let daemon = start(&sim.url(), &sink).await;
+    let config = daemon.dir.join("config.toml");
+    let cli = |args: &'static [&'static str]| {
+        let mut all = vec!["dead-letters", "-c", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::helpers::watchd(&refs, &[]).await
+    };
+    // Three failed attempts, then it is listed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        let out = run(cli(&["list", "--json"])).await;
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if !rows.is_empty() {
+            break rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no dead letter:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["sink"], "ops");
+    assert_eq!(listed[0]["attempts"], 3);
+    assert_eq!(listed[0]["type"], "video_asset.import.completed");
+    assert!(listed[0]["last_error"].as_str().unwrap().contains("HTTP 500"));
+    assert_eq!(receiver.received().len(), 3);
+    let table = String::from_utf8_lossy(&run(cli(&["list"])).await.stdout).into_owned();
+    assert!(
+        table.contains(listed[0]["id"].as_str().unwrap()) && table.contains("1 dead letters"),
+        "{table}"
+    );
+
+    // Replaying it while the daemon runs delivers it (the receiver works now).
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let out = run(vec![
+        "dead-letters".into(),
+        "-c".into(),
+        config.to_str().unwrap().into(),
+        "replay".into(),
+        id.clone(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = receiver.wait_delivered(1, Duration::from_secs(20)).await;
+    assert_eq!(header(&got[0], "webhook-id"), id, "the replay carries the same id");
+    let after: Vec<Value> = serde_json::from_slice(&run(cli(&["list", "--json"])).await.stdout).unwrap();
+    assert!(after.is_empty());
+    let missing = run(cli(&["replay", "no-such-id"])).await;
+    assert_eq!(missing.status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_receiver_delays_neither_polling_nor_another_sink() {
+    let sim = sim_with(TWO_ASSETS, 6000).await;
+    let live = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let sinks = format!(
+        "{}{}",
+        hook("dead", &format!("http://{dead}/x"), ""),
+        hook("live", &live.url(), "")
+    );
+    let daemon = start(&sim.url(), &sinks).await;
+    live.wait_delivered(4, Duration::from_secs(20)).await;
+    set(&sim, "1", "COMPLETED");
+    daemon
+        .wait_for(Duration::from_secs(10), "the change", |e| {
+            has(
+                e,
+                "video_asset.import.completed",
+                "workspaces/ws/projects/1/video-assets/1",
+            )
+        })
+        .await;
+    live.wait_delivered(5, Duration::from_secs(5)).await;
+    assert!(
+        daemon.log().contains("delivery failed; will retry"),
+        "the dead sink keeps trying"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_410_pauses_the_sink_and_a_reload_resumes_it() {
+    let sim = sim_with(TWO_ASSETS, 6000).await;
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![Reply::Status(410)]).await;
+    // One subject only, so exactly one delivery is in flight when the 410 comes.
+    let only_one = "events = [\"video_asset.import.*\"]\n[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"1\"\n";
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("hook.secret"), SECRET).unwrap();
+    let sinks = format!("{}{FAST_POLL}", hook("ops", &receiver.url(), only_one));
+    std::fs::write(tmp.path().join("config.toml"), config_text(&sim.url(), "", &sinks)).unwrap();
+    let mut daemon = Daemon::start_in(tmp.path()).await;
+    daemon.adopt(tmp);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !daemon.log().contains("receiver is gone (410)") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = crate::helpers::watchd(&["status", "-c", daemon.dir.join("config.toml").to_str().unwrap()], &[]).await;
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        text.contains("sink webhook:ops: PAUSED (the receiver answered 410 Gone"),
+        "{text}"
+    );
+    // A new event is committed while paused, and is not sent.
+    set(&sim, "1", "COMPLETED");
+    let a1 = "workspaces/ws/projects/1/video-assets/1";
+    daemon
+        .wait_for(Duration::from_secs(20), "the change", |e| {
+            has(e, "video_asset.import.completed", a1)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await; // more than one sink tick
+    assert_eq!(receiver.received().len(), 1, "nothing more is sent while paused");
+    // A reload resumes it, in order.
+    daemon.signal("HUP");
+    let got = receiver.wait_delivered(2, Duration::from_secs(20)).await;
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        ["video_asset.import.in_progress", "video_asset.import.completed"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn receiver_errors_are_logged_with_the_body_and_without_secrets() {
+    let sim = sim_with(TWO_ASSETS, 6000).await;
+    let receiver = Receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![Reply::Status(400), Reply::Status(302)],
+    )
+    .await;
+    let daemon = start(&sim.url(), &hook("ops", &receiver.url(), "")).await;
+    receiver.wait_delivered(4, Duration::from_secs(20)).await;
+    let log = daemon.log();
+    assert!(
+        log.contains("receiver refused with HTTP 400") && log.contains("receiver says no thanks"),
+        "{log}"
+    );
+    assert!(log.contains("HTTP 302: redirects are not followed"), "{log}");
+    for secret in [
+        "T0KEN-SENTINEL",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        ncp_watchd::sim::DEFAULT_SECRET_KEY,
+    ] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slack_sink_posts_one_readable_line_per_event() {
+    let sim = sim_with(TWO_ASSETS, 6000).await;
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    let sink = format!(
+        "[[sink.webhook]]\nname = \"chat\"\nurl = \"{}\"\nformat = \"slack\"\n",
+        receiver.url()
+    );
+    let _daemon = start(&sim.url(), &sink).await;
+    let got = receiver.wait_delivered(4, Duration::from_secs(20)).await;
+    for r in &got {
+        assert_eq!(header(r, "content-type"), "application/json");
+        assert!(
+            r.headers.get("webhook-signature").is_none(),
+            "unsigned without a secret"
+        );
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        let text = body["text"].as_str().unwrap();
+        assert!(text.contains("workspaces/ws/projects/1/"), "{text}");
+        assert_eq!(body.as_object().unwrap().len(), 1);
+    }
+}
