@@ -382,6 +382,100 @@ async fn cpu_bench() {
     );
 }
 
+/// A receiver that counts what it is sent.
+async fn counting_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, count)
+}
+
+async fn delivery_bench() {
+    let pending = arg("--events", 1_000_000);
+    let seconds = arg("--seconds", 60);
+    println!("## delivery: {pending} events pending in the outbox, one webhook sink, {seconds} s");
+    let sim = start_sim(0, 1_000_000).await;
+    let (url, count) = counting_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), &sim.url(), 0, 1000, "1h");
+    let mut config = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+    config.push_str(&format!(
+        "[[sink.webhook]]\nname = \"bench\"\nurl = \"{url}\"\nsecret_env = \"BENCH_HOOK_SECRET\"\n"
+    ));
+    std::fs::write(dir.path().join("config.toml"), config).unwrap();
+    // The backlog: events already committed, and the sink's cursor before all of them.
+    let filled = Instant::now();
+    {
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let mut batch = Vec::with_capacity(10_000);
+        for i in 0..pending {
+            let id = uuid::Uuid::now_v7().to_string();
+            let body = format!(
+                "{{\"specversion\":\"1.0\",\"id\":\"{id}\",\"source\":\"ncp-watchd/bench\",\"type\":\"video_asset.import.completed\",\"subject\":\"workspaces/bench/projects/1/video-assets/{i}\",\"time\":\"2026-11-23T00:00:00.000Z\",\"datacontenttype\":\"application/json\",\"data\":{{\"watch\":null,\"resource\":{{\"kind\":\"video_asset\"}},\"previous\":\"IN_PROGRESS\",\"current\":\"COMPLETED\",\"terminal\":true,\"detail\":{{}}}}}}"
+            );
+            batch.push(ncp_watchd::store::OutboxEvent {
+                id,
+                event_type: "video_asset.import.completed".into(),
+                subject: format!("workspaces/bench/projects/1/video-assets/{i}"),
+                body,
+            });
+            if batch.len() == 10_000 {
+                store.commit(&[], &[], &batch).unwrap();
+                batch.clear();
+            }
+        }
+        store.commit(&[], &[], &batch).unwrap();
+        let mut progress = Store::open_for_progress(&dir.path().join("state.db")).unwrap();
+        progress.set_cursor_at("webhook:bench", 0).unwrap();
+    }
+    println!("(filled the outbox in {:.1} s)", filled.elapsed().as_secs_f64());
+    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ncp-watchd"))
+        .args(["run", "-c", dir.path().join("config.toml").to_str().unwrap()])
+        .env("NCLOUD_ACCESS_KEY", sim::DEFAULT_ACCESS_KEY)
+        .env("NCLOUD_SECRET_KEY", sim::DEFAULT_SECRET_KEY)
+        .env("BENCH_HOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (c0, t0, cpu0) = (
+        count.load(std::sync::atomic::Ordering::Relaxed),
+        Instant::now(),
+        cpu_seconds(pid),
+    );
+    let mut peak = 0.0f64;
+    while t0.elapsed() < Duration::from_secs(seconds) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        peak = peak.max(rss_mib(pid).0);
+    }
+    let (c1, wall, cpu1) = (
+        count.load(std::sync::atomic::Ordering::Relaxed),
+        t0.elapsed().as_secs_f64(),
+        cpu_seconds(pid),
+    );
+    stop(&mut child);
+    println!("| pending at start | delivered in window | rate | daemon CPU | peak RSS |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {pending} | {} | {:.0} events/s | {:.0}% of a core | {peak:.1} MiB |",
+        c1 - c0,
+        (c1 - c0) as f64 / wall,
+        100.0 * (cpu1 - cpu0) / wall
+    );
+}
+
 fn main() {
     let which = std::env::args()
         .skip(1)
@@ -393,12 +487,13 @@ fn main() {
             "quota" => quota_bench().await,
             "memory" => memory_bench().await,
             "cpu" => cpu_bench().await,
+            "delivery" => delivery_bench().await,
             "all" => {
                 memory_bench().await;
                 cpu_bench().await;
                 quota_bench().await;
             }
-            _ => eprintln!("usage: cargo bench --bench daemon -- quota|memory|cpu|all [--watches N] [--seconds S]"),
+            _ => eprintln!("usage: cargo bench --bench daemon -- quota|memory|cpu|delivery|all [--watches N] [--events N] [--seconds S]"),
         }
     });
 }

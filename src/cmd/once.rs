@@ -14,9 +14,10 @@ use super::{Failure, load_config};
 pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
     let config = load_config(args)?;
     let credentials = resolve_credentials(&config.credentials).map_err(|e| Failure::Config(format!("error: {e}")))?;
-    let report = daemon::once(config, credentials)
-        .await
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
+    let report = daemon::once(config, credentials).await.map_err(|e| match e {
+        daemon::DaemonError::Sink { .. } => Failure::Config(format!("error: {e}")),
+        other => Failure::Runtime(other.to_string()),
+    })?;
     if !report.stdout_sink {
         let mut out = std::io::stdout().lock();
         for event in &report.events {
@@ -26,14 +27,18 @@ pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
         out.flush()
             .map_err(|e| Failure::Runtime(format!("cannot write to stdout: {e}")))?;
     }
-    if report.failures.is_empty() {
-        return Ok(());
-    }
     for (what, e) in &report.failures {
         eprintln!("error: polling {what} failed: {e}");
     }
-    Err(Failure::Runtime(format!(
-        "{} of the polls failed",
-        report.failures.len()
-    )))
+    for failure in &report.delivery_failures {
+        eprintln!("error: {failure}");
+    }
+    match (report.failures.len(), report.delivery_failures.len()) {
+        (0, 0) => Ok(()),
+        (polls, 0) => Err(Failure::Runtime(format!("{polls} of the polls failed"))),
+        (0, sinks) => Err(Failure::Runtime(format!("deliveries to {sinks} sink(s) failed"))),
+        (polls, sinks) => Err(Failure::Runtime(format!(
+            "{polls} of the polls and deliveries to {sinks} sink(s) failed"
+        ))),
+    }
 }

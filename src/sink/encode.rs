@@ -151,6 +151,116 @@ mod tests {
         assert!(signing_key("whsec_").is_none());
     }
 
+    fn event(event_type: &str, previous: Option<&str>, current: &str, terminal: bool, detail: Value) -> CloudEvent {
+        serde_json::from_value(serde_json::json!({
+            "specversion": "1.0", "id": "0193a5e2-7c4b-7d2e-9f1a-3b2c1d0e9f8a", "source": "ncp-watchd/t",
+            "type": event_type, "subject": "workspaces/ws/projects/1/video-assets/2", "time": "2026-11-22T10:00:00.123Z",
+            "datacontenttype": "application/json",
+            "data": {"watch": "launch", "resource": {"kind": "video_asset"}, "previous": previous, "current": current,
+                     "terminal": terminal, "detail": detail}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn slack_lines_for_each_kind_of_event_say_what_a_person_needs() {
+        let meta = serde_json::json!({"uploadResult": "Video copy completed",
+            "metaData": {"resolution": "1920x1080", "durationMs": 253702, "size": 120333399, "format": "mp4"}});
+        let cases: Vec<(CloudEvent, &[&str])> = vec![
+            (
+                event(
+                    "video_asset.import.completed",
+                    Some("IN_PROGRESS"),
+                    "COMPLETED",
+                    true,
+                    meta,
+                ),
+                &[
+                    ":white_check_mark:",
+                    "*video_asset.import.completed* launch",
+                    "IN_PROGRESS → COMPLETED",
+                    "1920x1080",
+                    "4m 14s",
+                    "114.8 MiB",
+                ],
+            ),
+            (
+                event(
+                    "video_asset.import.invalid_metadata",
+                    Some("IN_PROGRESS"),
+                    "INVALID_METADATA",
+                    true,
+                    serde_json::json!({"uploadResult": "Unsupported resolution"}),
+                ),
+                &[":x:", "IN_PROGRESS → INVALID_METADATA", "Unsupported resolution"],
+            ),
+            (
+                event(
+                    "search_image.upload.failed",
+                    None,
+                    "FAILED",
+                    true,
+                    serde_json::json!({"uploadMessage": "OVER_SIZE_LIMIT"}),
+                ),
+                &[":x:", ": FAILED", "OVER_SIZE_LIMIT"],
+            ),
+            (
+                event("project.asset.discovered", None, "LISTED", true, serde_json::json!({})),
+                &[":new:", "discovered"],
+            ),
+            (
+                event(
+                    "video_asset.analysis.analyzing",
+                    Some("WAIT_ANALYZE"),
+                    "ANALYZING",
+                    false,
+                    serde_json::json!({}),
+                ),
+                &[":arrows_counterclockwise:", "WAIT_ANALYZE → ANALYZING"],
+            ),
+            (
+                event(
+                    "vod.encode.complete",
+                    Some("RUNNING"),
+                    "COMPLETE",
+                    true,
+                    serde_json::json!({"link": "https://x/out.mp4", "outputTotalSize": 81040256}),
+                ),
+                &[
+                    ":white_check_mark:",
+                    "RUNNING → COMPLETE",
+                    "77.3 MiB",
+                    "<https://x/out.mp4|output>",
+                ],
+            ),
+        ];
+        for (e, needles) in cases {
+            let text = slack_text(&e);
+            for n in needles {
+                assert!(text.contains(n), "{text} lacks {n}");
+            }
+            assert!(!text.contains('\n'), "one line: {text}");
+        }
+        let mut progress = event(
+            "vod.encode.progress",
+            Some("RUNNING"),
+            "RUNNING",
+            false,
+            serde_json::json!({}),
+        );
+        progress.data.percent = Some(55.0);
+        assert!(slack_text(&progress).contains(":hourglass_flowing_sand:") && slack_text(&progress).contains("55%"));
+        let mut failing = event("watch.failing", None, "UNKNOWN", false, serde_json::json!({}));
+        failing.data.error = Some("server error (HTTP 503)".into());
+        let text = slack_text(&failing);
+        assert!(
+            text.contains(":rotating_light:") && text.contains("failing") && text.contains("HTTP 503"),
+            "{text}"
+        );
+        let body: Value = serde_json::from_str(&slack_body(&failing)).unwrap();
+        assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), ["text"]);
+    }
+
     #[test]
     fn sizes_read_like_a_person_writes_them() {
         assert_eq!(size(512.0), "512 B");

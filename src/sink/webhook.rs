@@ -287,7 +287,12 @@ async fn deliver(
                     row.seq,
                     Entry {
                         attempts: retry.as_ref().map_or(0, |r| r.attempts),
-                        next_attempt_ms: retry.as_ref().map_or(0, |r| r.next_attempt_ms),
+                        // A cron run is itself the retry schedule: what failed before is due now.
+                        next_attempt_ms: if until_idle {
+                            0
+                        } else {
+                            retry.as_ref().map_or(0, |r| r.next_attempt_ms)
+                        },
                         last_error: retry.and_then(|r| r.last_error),
                         row: Arc::new(row),
                         done: !selected,

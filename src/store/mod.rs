@@ -390,6 +390,15 @@ impl Store {
         Ok(seq)
     }
 
+    /// Sets a sink's cursor, creating it if needed (to replay from a position).
+    pub fn set_cursor_at(&mut self, sink: &str, seq: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO sink_cursors (sink, last_seq) VALUES (?1, ?2)",
+            params![sink, seq],
+        )?;
+        Ok(())
+    }
+
     /// Records that `sink` has handled everything up to `seq`.
     pub fn set_cursor(&mut self, sink: &str, seq: i64) -> Result<(), StoreError> {
         self.conn

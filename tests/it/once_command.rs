@@ -412,3 +412,48 @@ async fn once_delivers_to_the_log_sinks_and_prints_nothing_twice() {
         "nothing is written twice"
     );
 }
+
+#[tokio::test]
+async fn once_delivers_webhooks_and_fails_until_the_receiver_takes_them() {
+    use crate::receiver::{Receiver, Reply};
+    let sim = sim_with(SCENARIO, 1000).await;
+    // The receiver refuses the first attempts (one per subject: two subjects are selected).
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![Reply::Status(503); 2]).await;
+    let sink = format!(
+        "[[sink.webhook]]\nname = \"ops\"\nurl = \"{}\"\nretry_initial = \"100ms\"\nretry_max = \"200ms\"\nevents = [\"video_asset.*\"]\n",
+        receiver.url()
+    );
+    let cfg = config_dir(&config_text(&sim.url(), "", &format!("{WATCHES}{sink}")));
+    let path = cfg.path.to_str().unwrap();
+    let first = watchd(&["once", "-c", path], &sim_env()).await;
+    let (_, stderr) = text(&first);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "{stderr} received={:?} stdout={}",
+        receiver.received().iter().map(|r| r.status).collect::<Vec<_>>(),
+        text(&first).0.lines().count()
+    );
+    assert!(
+        stderr.contains("sink.webhook `ops`") && stderr.contains("retried on the next run"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("T0KEN-SENTINEL"), "{stderr}");
+    assert!(receiver.delivered().is_empty());
+
+    // The next run retries them, and the receiver takes them now.
+    let second = watchd(&["once", "-c", path], &sim_env()).await;
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second).1);
+    let got = receiver.delivered();
+    let types: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(got.len(), 3, "{types:?}");
+    assert!(types.contains("video_asset.import.completed") && types.contains("video_asset.analysis.analyzing"));
+}
