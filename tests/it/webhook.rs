@@ -96,7 +96,48 @@ async fn deliveries_are_signed_cloudevents_that_independent_implementations_acce
         assert!(event.subject().unwrap().starts_with("workspaces/ws/projects/1/"));
         assert!(event.ty().starts_with("project.asset.discovered") || event.ty() == "video_asset.import.in_progress");
     }
+    reference_verifier(&got);
     drop(daemon);
+}
+
+/// Verifies deliveries with the Standard Webhooks reference library (Python) when it is
+/// installed; `.ci/run` installs it, so CI always runs this check.
+fn reference_verifier(got: &[crate::receiver::Received]) {
+    let available = std::process::Command::new("python3")
+        .args(["-c", "import standardwebhooks"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        eprintln!("note: the Standard Webhooks reference check was skipped: pip install standardwebhooks to run it");
+        return;
+    }
+    let deliveries: Vec<Value> = got
+        .iter()
+        .map(|r| {
+            let headers: serde_json::Map<String, Value> = r
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::String(v.to_str().unwrap_or_default().to_string())))
+                .collect();
+            serde_json::json!({ "headers": headers, "body": r.body })
+        })
+        .collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_string(&deliveries).unwrap()).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/reference/verify_standard_webhooks.py"
+    );
+    let out = std::process::Command::new("python3")
+        .args([script, SECRET, file.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the reference library rejected a delivery:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
