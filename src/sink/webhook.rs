@@ -410,6 +410,16 @@ async fn deliver(
     }
 }
 
+/// The wait before retry number `attempts`: full jitter between `initial` and an
+/// exponentially growing ceiling (`initial · 2^(attempts-1)`, capped at `max`).
+pub fn retry_delay(attempts: u32, initial: Duration, max: Duration) -> Duration {
+    let max = max.max(initial);
+    let ceiling = initial
+        .saturating_mul(1u32.checked_shl(attempts.saturating_sub(1).min(30)).unwrap_or(u32::MAX))
+        .min(max);
+    initial + backoff(1, ceiling - initial, ceiling - initial)
+}
+
 /// Applies one attempt's result to the window; returns what to record.
 fn settle(
     spec: &WebhookSpec,
@@ -464,10 +474,9 @@ fn settle(
                 finish(window, by_subject);
                 return Some(Outcome::Dead { letter, replay: false });
             }
-            let delay = backoff(entry.attempts, s.retry_initial, s.retry_max).max(s.retry_initial.min(s.retry_max) / 2);
-            let delay = retry_after
-                .map_or(delay, |r| r.max(delay))
-                .min(s.retry_max.max(retry_after.unwrap_or_default()));
+            // A receiver's Retry-After is honoured even past retry_max: it knows best.
+            let delay = retry_delay(entry.attempts, s.retry_initial, s.retry_max);
+            let delay = retry_after.map_or(delay, |r| r.max(delay));
             entry.next_attempt_ms = now_ms() + delay.as_millis() as i64;
             tracing::warn!(sink = %s.name, receiver = %s.url_display, event_id = %row.id, subject = %row.subject, attempts = entry.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "delivery failed; will retry");
             Some(Outcome::Retry {
@@ -507,7 +516,7 @@ fn settle_replay(
         Attempt::Failed { error, .. } => {
             *attempts += 1;
             if *attempts < s.max_attempts {
-                *due = now_ms() + backoff(*attempts, s.retry_initial, s.retry_max).as_millis() as i64;
+                *due = now_ms() + retry_delay(*attempts, s.retry_initial, s.retry_max).as_millis() as i64;
                 return None;
             }
             replays.remove(&seq);
@@ -525,5 +534,35 @@ fn settle_replay(
                 replay: true,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retry_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn retries_wait_between_initial_and_a_growing_capped_ceiling() {
+        let (initial, max) = (Duration::from_secs(5), Duration::from_secs(3600));
+        for attempts in 1..40 {
+            let ceiling = (initial * 2u32.pow((attempts - 1).min(20))).min(max);
+            for _ in 0..20 {
+                let d = retry_delay(attempts, initial, max);
+                assert!(
+                    d >= initial && d <= ceiling,
+                    "attempt {attempts}: {d:?} outside [{initial:?}, {ceiling:?}]"
+                );
+            }
+        }
+        assert_eq!(
+            retry_delay(1, initial, max),
+            initial,
+            "the first retry waits exactly retry_initial"
+        );
+        let late: Vec<Duration> = (0..100).map(|_| retry_delay(20, initial, max)).collect();
+        assert!(
+            late.iter().any(|d| *d > Duration::from_secs(1800)) && late.iter().any(|d| *d < Duration::from_secs(1800))
+        );
     }
 }
