@@ -417,7 +417,12 @@ pub fn retry_delay(attempts: u32, initial: Duration, max: Duration) -> Duration 
     let ceiling = initial
         .saturating_mul(1u32.checked_shl(attempts.saturating_sub(1).min(30)).unwrap_or(u32::MAX))
         .min(max);
-    initial + backoff(1, ceiling - initial, ceiling - initial)
+    let spread = ceiling - initial;
+    if spread.is_zero() {
+        initial
+    } else {
+        initial + backoff(1, spread, spread)
+    }
 }
 
 /// Applies one attempt's result to the window; returns what to record.
