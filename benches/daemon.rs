@@ -68,7 +68,7 @@ async fn start_sim(n: u64, quota: u32) -> Arc<SimHandle> {
 fn prepare(dir: &Path, sim_url: &str, n: u64, rate: u32, interval: &str) {
     let config = format!(
         "[api]\nmedia_url = \"{sim_url}\"\nvod_url = \"{sim_url}\"\nrate_limit_per_minute = {rate}\nmax_in_flight = 8\ntimeout = \"10s\"\n\
-         [poll]\ninterval = \"{interval}\"\n[state]\npath = \"state.db\"\n[log]\nlevel = \"warn\"\n\
+         [poll]\ninterval = \"{interval}\"\n[state]\npath = \"state.db\"\n[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n\
          [[watch.video_asset]]\nworkspace = \"{WORKSPACE}\"\nproject_id = \"{PROJECT}\"\nasset_id = \"static\"\n"
     );
     std::fs::write(dir.join("config.toml"), config).unwrap();

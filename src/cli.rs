@@ -36,6 +36,8 @@ pub enum Command {
     Demo,
     /// List or re-queue webhook deliveries that ran out of attempts (works while the daemon runs).
     DeadLetters(DeadLetterArgs),
+    /// Exit 0 if the running daemon's /healthz answers 200 within 2 s, 1 otherwise (for container HEALTHCHECK).
+    Healthcheck(ConfigArg),
     /// Register an Object Storage file as a media asset and print its asset id.
     Register(RegisterArgs),
 }

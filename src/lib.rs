@@ -10,6 +10,7 @@
 //! - [`event`]: the CloudEvents contract that sinks receive.
 //! - [`cmd`]: the commands (`check`, `once`, `register`).
 //! - [`sim`]: the NCP simulator behind `ncp-sim`, the demo and the tests.
+//! - [`server`]: `/healthz`, `/readyz`, `/metrics` and systemd notifications.
 //! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod daemon;
 pub mod event;
 pub mod ncp;
 pub mod schedule;
+pub mod server;
 pub mod sim;
 pub mod sink;
 pub mod store;

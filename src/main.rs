@@ -27,6 +27,7 @@ fn main() -> ExitCode {
             Command::Once(args) => cmd::once::run(&args).await,
             Command::Status(args) => cmd::status::run(&args).await,
             Command::Demo => cmd::demo::run().await,
+            Command::Healthcheck(args) => cmd::healthcheck::run(&args).await,
             Command::DeadLetters(args) => cmd::dead_letters::run(&args).await,
             Command::Register(args) => cmd::register::run(&args).await,
         }

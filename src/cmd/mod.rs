@@ -3,6 +3,7 @@
 pub mod check;
 pub mod dead_letters;
 pub mod demo;
+pub mod healthcheck;
 pub mod once;
 pub mod register;
 pub mod run;

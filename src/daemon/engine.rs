@@ -494,6 +494,15 @@ impl Engine {
         self.in_flight.remove(key);
     }
 
+    /// The keys of the active polled items due at or before `now_ms`.
+    pub fn due_keys(&self, now_ms: i64) -> HashSet<Arc<str>> {
+        self.items
+            .iter()
+            .filter(|(_, i)| i.schedulable() && i.next_due_ms.is_some_and(|d| d <= now_ms))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// When the earliest queued item is due.
     pub fn next_wakeup(&self) -> Option<i64> {
         self.queue.next_due()

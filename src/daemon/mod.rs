@@ -19,6 +19,7 @@ use tracing::Instrument as _;
 use crate::config::{Config, Credentials, LogSink};
 use crate::event::CloudEvent;
 use crate::ncp::{ApiError, NcpClient};
+use crate::server::{self, Health, notify};
 use crate::sink::log::{self, LineFormat, LogSinkSpec};
 use crate::sink::webhook::{self, WebhookSpec};
 use crate::store::{Store, StoreError};
@@ -45,6 +46,14 @@ pub enum DaemonError {
     /// The API client could not be built.
     #[error("cannot build the API client: {0}")]
     Client(ApiError),
+    /// The health and metrics server could not listen.
+    #[error("cannot listen on {addr} ([server] listen): {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A webhook sink's secret could not be resolved.
     #[error("sink.webhook `{sink}`: {reason}")]
     Sink {
@@ -168,6 +177,35 @@ pub async fn run(
         &wake,
         &tracker,
     );
+    // The server is bound before READY=1, so systemd's "started" means "answering".
+    let listen = engine.config().listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| DaemonError::Listen { addr: listen, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Listen { addr: listen, source })?;
+    let health = Arc::new(Health::default());
+    health.tick();
+    let server_stop = CancellationToken::new();
+    tracker.spawn(server::serve(
+        listener,
+        health.clone(),
+        server::metrics_handle(),
+        server_stop.clone(),
+    ));
+    tracing::info!(address = %bound, "health and metrics server listening on http://{bound}");
+    // The first round: every item due now. /readyz answers 200 once each has been polled.
+    let mut first_round: HashSet<Arc<str>> = engine.due_keys(now_ms());
+    if first_round.is_empty() {
+        health.set_ready();
+    }
+    notify::ready();
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    let watchdog_every = notify::watchdog_interval();
+    let mut last_watchdog = tokio::time::Instant::now();
+    let mut gauges_at = tokio::time::Instant::now();
+    let mut gauge_store = Store::open_for_progress(&store_path).ok();
     let (results_tx, mut results) = mpsc::channel::<PollResult>(1024);
     let mut dynamic_check = tokio::time::interval(DYNAMIC_WATCH_CHECK);
     tracing::info!(
@@ -195,15 +233,41 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
+                                if !first_round.is_empty() {
+                    for r in &batch {
+                        first_round.remove(&r.key);
+                    }
+                    if first_round.is_empty() {
+                        health.set_ready();
+                        tracing::info!("first poll round done: ready");
+                    }
+                }
                 apply(&mut engine, batch, &wake);
             }
-            Some(new_config) = reloads.recv() => {
+            _ = heartbeat.tick() => {
+                // The loop's own heartbeat: /healthz and systemd's watchdog hear from it only
+                // while it turns.
+                health.tick();
+                if let Some(every) = watchdog_every
+                    && last_watchdog.elapsed() >= every
+                {
+                    notify::watchdog();
+                    last_watchdog = tokio::time::Instant::now();
+                }
+                if gauges_at.elapsed() >= GAUGE_EVERY {
+                    gauges_at = tokio::time::Instant::now();
+                    update_gauges(&engine, gauge_store.as_ref());
+                }
+            }
+                        Some(new_config) = reloads.recv() => {
+                notify::reloading();
                 let api_changed = new_config.api != engine.config().api;
                 let sinks_changed = !same_sinks(&new_config, engine.config());
                 let webhooks = match webhook_specs(&new_config) {
                     Ok(w) => w,
                     Err(e) => {
                         tracing::error!(error = %e, "reload refused: the previous configuration keeps running");
+                        notify::ready();
                         continue;
                     }
                 };
@@ -227,6 +291,7 @@ pub async fn run(
                     }
                     Err(e) => tracing::error!(error = %e, "reload failed while saving; the previous watches keep running"),
                 }
+                notify::ready();
             }
             _ = dynamic_check.tick() => match engine.load_dynamic_watches() {
                 Ok(0) => {}
@@ -237,6 +302,7 @@ pub async fn run(
         }
     }
 
+    notify::stopping();
     tracing::info!(
         in_flight = engine.in_flight(),
         "stopping: no new polls; waiting for those in flight"
@@ -252,6 +318,8 @@ pub async fn run(
         }
     }
     sinks.stop.cancel();
+    server_stop.cancel();
+    drop(gauge_store.take());
     tracker.close();
     if tokio::time::timeout_at(deadline + Duration::from_secs(1), tracker.wait())
         .await
@@ -263,10 +331,60 @@ pub async fn run(
     Ok(())
 }
 
+/// How often the gauges (watches, outbox depth, dead letters) are recomputed.
+const GAUGE_EVERY: Duration = Duration::from_secs(5);
+
+fn update_gauges(engine: &Engine, store: Option<&Store>) {
+    let mut counts: std::collections::HashMap<(&'static str, &'static str), f64> = std::collections::HashMap::new();
+    for item in engine.items() {
+        let state = if !item.active {
+            "removed"
+        } else if item.failing {
+            "failing"
+        } else if item.terminal {
+            "final"
+        } else {
+            "watching"
+        };
+        *counts.entry((item.target.kind(), state)).or_default() += 1.0;
+    }
+    for kind in [
+        "import",
+        "analysis",
+        "upload",
+        "listing",
+        "encode",
+        "project_list",
+        "vod_list",
+    ] {
+        for state in ["watching", "final", "failing", "removed"] {
+            let n = counts.get(&(kind, state)).copied().unwrap_or(0.0);
+            metrics::gauge!("ncp_watchd_watches", "kind" => kind, "state" => state).set(n);
+        }
+    }
+    let Some(store) = store else { return };
+    if let Ok(sinks) = store.sink_summaries() {
+        let now = now_ms();
+        for s in sinks {
+            let name = s.cursor_name.clone();
+            metrics::gauge!("ncp_watchd_outbox_pending", "sink" => name.clone()).set(s.behind as f64);
+            metrics::gauge!("ncp_watchd_dead_letters", "sink" => name.clone()).set(s.dead_letters as f64);
+            metrics::gauge!("ncp_watchd_sink_paused", "sink" => name.clone()).set(if s.paused.is_some() {
+                1.0
+            } else {
+                0.0
+            });
+            let age = s.oldest_pending_ms.map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+            metrics::gauge!("ncp_watchd_outbox_oldest_pending_seconds", "sink" => name).set(age);
+        }
+    }
+}
+
 fn apply(engine: &mut Engine, batch: Vec<PollResult>, wake: &watch::Sender<u64>) {
     match engine.apply(batch) {
         Ok(events) => {
             for e in &events {
+                metrics::counter!("ncp_watchd_events_total", "type" => e.event_type.clone()).increment(1);
                 tracing::info!(event_id = %e.id, subject = %e.subject, r#type = %e.event_type, "event");
             }
             if !events.is_empty() {

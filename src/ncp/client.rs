@@ -53,7 +53,8 @@ impl HostGate {
     }
 
     /// Waits out any pause, then for the limiter.
-    async fn wait(&self) {
+    async fn wait(&self, host: Host) {
+        let asked = tokio::time::Instant::now();
         let _turn = self.turn.lock().await;
         loop {
             let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
@@ -63,6 +64,12 @@ impl HostGate {
             }
         }
         self.limiter.acquire().await;
+        let waited = asked.elapsed();
+        if waited >= Duration::from_millis(1) {
+            metrics::counter!("ncp_watchd_rate_limit_waits_total", "host" => host.as_str()).increment(1);
+            metrics::histogram!("ncp_watchd_rate_limit_wait_seconds", "host" => host.as_str())
+                .record(waited.as_secs_f64());
+        }
     }
 
     /// Keeps every call away from the host for `d` (a longer pause already set stands).
@@ -208,8 +215,9 @@ impl NcpClient {
             Host::Media => &self.media_gate,
             Host::Vod => &self.vod_gate,
         };
-        gate.wait().await;
+        gate.wait(host).await;
         let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
+        let started = std::time::Instant::now();
         let timestamp = (chrono::Utc::now().timestamp_millis() + self.clock_offset_ms).max(0) as u64;
         let signature = signer::sign(
             method.as_str(),
@@ -248,7 +256,7 @@ impl NcpClient {
             Ok((status, retry_after, Some(bytes)))
         }
         .await;
-        match result {
+        let answer = match result {
             Ok((status, retry_after, Some(bytes))) => {
                 let answer = self.scrub(classify(status, retry_after, &bytes));
                 if let Err(ApiError::RateLimited { retry_after, .. }) = &answer {
@@ -261,7 +269,14 @@ impl NcpClient {
                 reason: format!("body larger than {MAX_BODY_BYTES} bytes"),
             }),
             Err(e) => Err(self.transport_error(e)),
-        }
+        };
+        let endpoint = endpoint_name(path);
+        let outcome = answer.as_ref().map_or_else(ApiError::class, |_| "ok");
+        metrics::counter!("ncp_watchd_api_calls_total", "host" => host.as_str(), "endpoint" => endpoint, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("ncp_watchd_api_call_duration_seconds", "host" => host.as_str(), "endpoint" => endpoint)
+            .record(started.elapsed().as_secs_f64());
+        answer
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ApiError {
@@ -306,6 +321,25 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+/// The `endpoint` label of a call, from its path.
+fn endpoint_name(path: &str) -> &'static str {
+    if path.ends_with("/import-status") {
+        "import_status"
+    } else if path.ends_with("/index/status") {
+        "analysis_status"
+    } else if path.ends_with("/uploads/complete") {
+        "search_image_status"
+    } else if path.ends_with("/object-storage") {
+        "register"
+    } else if path.ends_with("/assets") {
+        "asset_list"
+    } else if path.ends_with("/api/v2/status") {
+        "vod_status_list"
+    } else {
+        "other"
+    }
 }
 
 /// A path from raw segments, each percent-encoded: `path(&["api", "v1", ws])`.

@@ -77,6 +77,8 @@ pub fn drain(spec: &LogSinkSpec, store: &mut Store, out: &mut dyn Write) -> Resu
                         target: target_name(spec),
                         source,
                     })?;
+                metrics::counter!("ncp_watchd_deliveries_total", "sink" => spec.name.clone(), "outcome" => "delivered")
+                    .increment(1);
             }
             cursor = row.seq;
             store.set_cursor(&name, cursor)?;

@@ -373,6 +373,15 @@ async fn deliver(
                     } else {
                         settle(spec.as_ref(), &mut window, &mut by_subject, seq, result, &mut paused)
                     };
+                                        let label = match &outcome {
+                        Some(Outcome::Delivered { .. }) => "delivered",
+                        Some(Outcome::Retry { .. }) => "failed",
+                        Some(Outcome::Dead { .. }) => "dead_letter",
+                        None if paused.is_some() => "gone",
+                        None => "failed",
+                    };
+                    metrics::counter!("ncp_watchd_deliveries_total", "sink" => spec.sink.name.clone(), "outcome" => label)
+                        .increment(1);
                     match &outcome {
                         Some(Outcome::Delivered { .. }) => report.delivered += 1,
                         Some(_) | None => report.failed += 1,

@@ -248,7 +248,8 @@ impl Store {
             "SELECT c.sink, c.last_seq, \
                (SELECT COUNT(*) FROM webhook_retry r WHERE r.sink = substr(c.sink, 9)), \
                (SELECT COUNT(*) FROM dead_letters d WHERE d.sink = substr(c.sink, 9)), \
-               (SELECT reason FROM sink_pauses p WHERE p.sink = substr(c.sink, 9)) \
+               (SELECT reason FROM sink_pauses p WHERE p.sink = substr(c.sink, 9)), \
+               (SELECT MIN(o.created_ms) FROM outbox o WHERE o.seq > c.last_seq) \
              FROM sink_cursors c ORDER BY c.sink",
         )?;
         let rows = stmt
@@ -260,6 +261,7 @@ impl Store {
                     retrying: r.get(2)?,
                     dead_letters: r.get(3)?,
                     paused: r.get(4)?,
+                    oldest_pending_ms: r.get(5)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -285,4 +287,6 @@ pub struct SinkSummary {
     pub dead_letters: i64,
     /// Why it is paused.
     pub paused: Option<String>,
+    /// When the oldest event past the cursor was committed.
+    pub oldest_pending_ms: Option<i64>,
 }

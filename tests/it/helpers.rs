@@ -49,6 +49,12 @@ pub fn config_text(url: &str, api_extra: &str, rest: &str) -> String {
     } else {
         "[state]\npath = \"state.db\"\n"
     };
+    // Any free port: tests run many daemons at once.
+    let state = if rest.contains("[server]") {
+        state.to_string()
+    } else {
+        format!("{state}[server]\nlisten = \"127.0.0.1:0\"\n")
+    };
     format!("{rest}\n{state}{api}")
 }
 
@@ -142,6 +148,11 @@ impl Daemon {
 
     /// Starts the daemon on the config already in `dir`.
     pub async fn start_in(dir: &Path) -> Self {
+        Self::start_with_env(dir, &[]).await
+    }
+
+    /// Starts the daemon on the config in `dir` with extra environment variables.
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -156,6 +167,7 @@ impl Daemon {
             .env("NCLOUD_SECRET_KEY", sim::DEFAULT_SECRET_KEY)
             .env("RUST_LOG", "ncp_watchd=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
@@ -178,6 +190,23 @@ impl Daemon {
                 tokio::time::Instant::now() < deadline,
                 "the daemon did not start:\n{}",
                 self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The health server's address, from the daemon's log.
+    pub async fn server_addr(&self) -> std::net::SocketAddr {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if let Some(rest) = log.split("health and metrics server listening on http://").nth(1) {
+                let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                return addr.parse().unwrap_or_else(|e| panic!("{e}: {addr}"));
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no server address in the log:\n{log}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

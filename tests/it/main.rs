@@ -9,6 +9,7 @@ mod daemon;
 mod decoding;
 mod demo_command;
 mod once_command;
+mod ops;
 mod receiver;
 mod simulator;
 mod webhook;

@@ -306,7 +306,7 @@ async fn a_delivery_that_runs_out_of_attempts_is_a_dead_letter_until_replayed() 
         crate::helpers::watchd(&refs, &[]).await
     };
     // Three failed attempts, then it is listed.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     let listed = loop {
         let out = run(cli(&["list", "--json"])).await;
         let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -315,7 +315,9 @@ async fn a_delivery_that_runs_out_of_attempts_is_a_dead_letter_until_replayed() 
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no dead letter:\n{}",
+            "no dead letter (receiver got {:?}); list said {:?}; daemon log:\n{}",
+            receiver.received().iter().map(|r| r.status).collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stderr),
             daemon.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,0 +1,187 @@
+//! The operations surface: `/healthz`, `/readyz`, `/metrics`, and systemd's notify protocol.
+//!
+//! The daemon loop calls [`Health::tick`] every second; `/healthz` fails when it has not
+//! for [`STALL_AFTER`], so a wedged daemon is restarted. `/readyz` answers 200 once the store
+//! is open and the first poll round is done.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+/// `/healthz` fails when the daemon loop has not ticked for this long.
+pub const STALL_AFTER: Duration = Duration::from_secs(30);
+
+/// What the loop reports and the server reads.
+#[derive(Debug, Default)]
+pub struct Health {
+    last_tick_ms: AtomicI64,
+    ready: AtomicBool,
+}
+
+impl Health {
+    /// The loop is alive.
+    pub fn tick(&self) {
+        self.last_tick_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// The first poll round is done.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the loop ticked recently.
+    pub fn live(&self) -> bool {
+        let last = self.last_tick_ms.load(Ordering::Relaxed);
+        chrono::Utc::now().timestamp_millis() - last < STALL_AFTER.as_millis() as i64
+    }
+
+    /// Whether the first round is done.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    health: Arc<Health>,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// Serves until `shutdown` on an already bound listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(AppState { health, metrics });
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "the health and metrics server stopped");
+    }
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    if s.health.live() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler loop has stopped ticking\n",
+        )
+            .into_response()
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.health.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the first poll round is not done yet\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    let body = s.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default();
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Installs the process-wide Prometheus recorder, once; later calls get the same handle.
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            metrics::gauge!("ncp_watchd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            Some(handle)
+        })
+        .clone()
+}
+
+/// `GET http://{addr}/healthz` within 2 s: `Ok` on 200, else why not (for `healthcheck`).
+pub async fn check_health(addr: SocketAddr) -> Result<(), String> {
+    let addr = match addr.ip() {
+        ip if ip.is_unspecified() => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()),
+        _ => addr,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| e.to_string())?;
+    match client.get(format!("http://{addr}/healthz")).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("http://{addr}/healthz answered {}", r.status())),
+        Err(e) if e.is_timeout() => Err(format!("http://{addr}/healthz did not answer within 2 s")),
+        Err(_) => Err(format!(
+            "nothing answers at http://{addr}/healthz: is ncp-watchd running?"
+        )),
+    }
+}
+
+/// systemd's notify protocol: no-ops without `$NOTIFY_SOCKET`.
+pub mod notify {
+    use sd_notify::NotifyState;
+
+    fn send(states: &[NotifyState]) {
+        if let Err(e) = sd_notify::notify(states) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    }
+
+    /// READY=1.
+    pub fn ready() {
+        send(&[NotifyState::Ready]);
+    }
+
+    /// WATCHDOG=1.
+    pub fn watchdog() {
+        send(&[NotifyState::Watchdog]);
+    }
+
+    /// RELOADING=1 with MONOTONIC_USEC, as `Type=notify-reload` expects too.
+    pub fn reloading() {
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => send(&[NotifyState::Reloading, now]),
+            Err(_) => send(&[NotifyState::Reloading]),
+        }
+    }
+
+    /// STOPPING=1.
+    pub fn stopping() {
+        send(&[NotifyState::Stopping]);
+    }
+
+    /// Half the watchdog interval systemd asked for, if it asked.
+    pub fn watchdog_interval() -> Option<std::time::Duration> {
+        sd_notify::watchdog_enabled().map(|d| d / 2)
+    }
+}
