@@ -156,6 +156,18 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
     }
 }
 
+/// A relative secret file resolves against systemd's `$CREDENTIALS_DIRECTORY` when set
+/// (`LoadCredential=`), like the NCP keys, else against the config file's directory.
+fn secret_path(path: &Path, base_dir: &Path) -> PathBuf {
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    match std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join(path),
+        None => base_dir.join(path),
+    }
+}
+
 /// Relative state paths go under systemd's `$STATE_DIRECTORY` when set, else beside the config.
 fn resolve_state_path(path: &Path, base_dir: &Path) -> PathBuf {
     if path.is_absolute() {
@@ -333,9 +345,8 @@ fn sinks(raw: &RawConfig, base_dir: &Path, d: &mut Collector) -> Sinks {
                 );
                 None
             }
-            (Some(f), None) => {
-                non_empty(d, &format!("{key}.secret_file"), f).map(|p| WebhookSecretSource::File(base_dir.join(p)))
-            }
+            (Some(f), None) => non_empty(d, &format!("{key}.secret_file"), f)
+                .map(|p| WebhookSecretSource::File(secret_path(Path::new(&p), base_dir))),
             (None, Some(e)) => non_empty(d, &format!("{key}.secret_env"), e).map(WebhookSecretSource::Env),
             (None, None) => None,
         };

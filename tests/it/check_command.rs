@@ -521,3 +521,25 @@ fn the_demo_config_is_valid() {
     let c = ncp_watchd::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.watches.len(), 5);
 }
+
+#[tokio::test]
+async fn a_relative_webhook_secret_file_is_read_from_the_credentials_directory() {
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(
+        creds.path().join("webhook_secret"),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+    .unwrap();
+    std::fs::write(creds.path().join("access_key"), "a").unwrap();
+    std::fs::write(creds.path().join("secret_key"), "s").unwrap();
+    let toml = format!(
+        "{WATCH}[[sink.webhook]]\nname = \"ops\"\nurl = \"https://h.example.com/x\"\nsecret_file = \"webhook_secret\"\n"
+    );
+    let (code, stdout, stderr) = check(&toml, &[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let expected = format!(
+        "signed with the secret from file {}",
+        creds.path().join("webhook_secret").display()
+    );
+    assert!(stdout.contains(&expected), "{stdout}");
+}

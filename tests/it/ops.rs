@@ -160,3 +160,60 @@ async fn healthcheck_exits_0_for_a_live_daemon_and_1_for_a_dead_one() {
     );
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 }
+
+fn systemd_analyze(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("systemd-analyze")
+        .args(args)
+        .output()
+        .expect("systemd-analyze runs (Debian's systemd package ships it)")
+}
+
+#[test]
+fn the_systemd_unit_scores_2_or_better_offline_and_verifies_clean() {
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/systemd/ncp-watchd.service");
+    let out = systemd_analyze(&["security", "--offline=yes", unit]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let score: f64 = text
+        .split("Overall exposure level for ncp-watchd.service:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
+
+    // `verify` checks that ExecStart exists: point it at the binary under test.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("ncp-watchd.service");
+    let text = std::fs::read_to_string(unit)
+        .unwrap()
+        .replace("/usr/local/bin/ncp-watchd", env!("CARGO_BIN_EXE_ncp-watchd"));
+    std::fs::write(&copy, text).unwrap();
+    let out = systemd_analyze(&["verify", "--man=no", copy.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify:\n{said}"
+    );
+}
+
+#[test]
+fn the_container_files_agree_with_the_unit_and_the_cli() {
+    let containerfile =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/container/Containerfile")).unwrap();
+    for needle in [
+        "FROM gcr.io/distroless/cc-debian12:nonroot",
+        "USER nonroot",
+        "STOPSIGNAL SIGTERM",
+        "\"/usr/local/bin/ncp-watchd\", \"healthcheck\"",
+        "VOLUME [\"/var/lib/ncp-watchd\"]",
+        "CREDENTIALS_DIRECTORY=/run/secrets",
+        "cargo chef cook",
+    ] {
+        assert!(containerfile.contains(needle), "Containerfile lacks {needle}");
+    }
+    // The image's config is a valid config, with the server reachable for healthcheck.
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/container/config.toml"));
+    let c = ncp_watchd::config::Config::load(path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listen.port(), 9464);
+    assert_eq!(c.state_path, std::path::PathBuf::from("/var/lib/ncp-watchd/state.db"));
+}
