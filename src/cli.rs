@@ -27,7 +27,7 @@ pub enum Command {
     /// Validate the config and the presence of credentials, offline; print a summary.
     Check(ConfigArg),
     /// Run the daemon: poll within the quota, commit every change, deliver events.
-    Run(ConfigArg),
+    Run(RunArgs),
     /// Poll every watch once, deliver and print what changed since the last run, and exit.
     Once(ConfigArg),
     /// Show what each watched item last showed, from the state store.
@@ -105,4 +105,15 @@ pub enum DeadLetterAction {
         #[arg(long)]
         all: bool,
     },
+}
+
+/// `run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Log format, overriding `[log] format`: `json` for journald and container collectors.
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"])]
+    pub log_format: Option<String>,
 }

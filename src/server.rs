@@ -121,10 +121,52 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 .ok()?
                 .install_recorder()
                 .ok()?;
+            describe_metrics();
             metrics::gauge!("ncp_watchd_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             Some(handle)
         })
         .clone()
+}
+
+/// Every metric's help text and unit, as Prometheus tooling expects.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("ncp_watchd_build_info", "The running version (always 1).");
+    describe_counter!(
+        "ncp_watchd_api_calls_total",
+        "NCP API calls by host, endpoint and outcome."
+    );
+    describe_histogram!(
+        "ncp_watchd_api_call_duration_seconds",
+        Unit::Seconds,
+        "NCP API call latency."
+    );
+    describe_counter!(
+        "ncp_watchd_rate_limit_waits_total",
+        "Calls that waited for the host's rate limiter."
+    );
+    describe_histogram!(
+        "ncp_watchd_rate_limit_wait_seconds",
+        Unit::Seconds,
+        "Time spent waiting for the rate limiter."
+    );
+    describe_gauge!(
+        "ncp_watchd_watches",
+        "Watched items by kind and state (watching, final, failing, removed)."
+    );
+    describe_counter!("ncp_watchd_events_total", "Events committed to the outbox, by type.");
+    describe_counter!("ncp_watchd_deliveries_total", "Delivery attempts by sink and outcome.");
+    describe_gauge!("ncp_watchd_outbox_pending", "Outbox events past each sink's cursor.");
+    describe_gauge!(
+        "ncp_watchd_outbox_oldest_pending_seconds",
+        Unit::Seconds,
+        "Age of the oldest outbox event each sink has not handled."
+    );
+    describe_gauge!("ncp_watchd_dead_letters", "Dead letters per sink.");
+    describe_gauge!(
+        "ncp_watchd_sink_paused",
+        "Whether a sink is paused by a 410 Gone (1) or not (0)."
+    );
 }
 
 /// `GET http://{addr}/healthz` within 2 s: `Ok` on 200, else why not (for `healthcheck`).

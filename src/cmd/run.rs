@@ -7,21 +7,26 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ConfigArg;
+use crate::cli::RunArgs;
 use crate::config::{self, Config, LogFormat, resolve_credentials};
 use crate::daemon;
 
 use super::{Failure, load_config, render_config_error};
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
-    let path = config::config_path(args.config.as_deref());
+pub async fn run(args: &RunArgs) -> Result<(), Failure> {
+    let path = config::config_path(args.config.config.as_deref());
     // Signals first: a SIGTERM that arrives while the config loads must stop us gracefully,
     // not kill us with the default action.
     let shutdown = CancellationToken::new();
     let (reloads, reload_rx) = mpsc::unbounded_channel();
     let signals = watch_signals(path, shutdown.clone(), reloads).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let config = load_config(args)?;
+    let mut config = load_config(&args.config)?;
+    match args.log_format.as_deref() {
+        Some("json") => config.log.format = LogFormat::Json,
+        Some("text") => config.log.format = LogFormat::Text,
+        _ => {}
+    }
     init_logging(&config);
     let credentials = resolve_credentials(&config.credentials).map_err(|e| Failure::Config(format!("error: {e}")))?;
     let result = daemon::run(config, credentials, shutdown.clone(), reload_rx, Vec::new()).await;

@@ -769,19 +769,25 @@ async fn sighup_adds_and_removes_watches_and_an_invalid_config_changes_nothing()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn json_logs_are_one_object_per_line_with_the_event_id_and_subject() {
+async fn json_logs_are_one_object_per_line_with_the_event_id_and_subject_and_the_flag_beats_the_config() {
     let sim = sim_with(CHANGING, 6000).await;
     let config = config_text(
         &sim.url(),
         "",
-        &format!("{CHANGING_WATCHES}\n{FAST_POLL}\n[log]\nformat = \"json\"\nlevel = \"info\"\n"),
+        &format!("{CHANGING_WATCHES}\n{FAST_POLL}\n[log]\nformat = \"text\"\nlevel = \"info\"\n"),
     );
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("config.toml"), config).unwrap();
     // No RUST_LOG here: the configured level and format apply.
     let log = std::fs::File::create(tmp.path().join("daemon.log")).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ncp-watchd"))
-        .args(["run", "-c", tmp.path().join("config.toml").to_str().unwrap()])
+        .args([
+            "run",
+            "--log-format",
+            "json",
+            "-c",
+            tmp.path().join("config.toml").to_str().unwrap(),
+        ])
         .env_clear()
         .env("NCLOUD_ACCESS_KEY", ncp_watchd::sim::DEFAULT_ACCESS_KEY)
         .env("NCLOUD_SECRET_KEY", ncp_watchd::sim::DEFAULT_SECRET_KEY)

@@ -62,8 +62,33 @@ async fn health_readiness_and_metrics_answer_and_move() {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "a sample ends in a number: {line}");
     }
+    promtool_check(&metrics);
     daemon.signal("TERM");
     assert!(daemon.exit_within(Duration::from_secs(10)).await.success());
+}
+
+/// `promtool check metrics` on the exposition, when promtool is installed (`.ci/run`
+/// installs it from Debian's prometheus package).
+fn promtool_check(metrics: &str) {
+    use std::io::Write as _;
+    let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("note: promtool is not installed; `promtool check metrics` was skipped");
+        return;
+    };
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
