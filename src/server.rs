@@ -227,3 +227,22 @@ pub mod notify {
         sd_notify::watchdog_enabled().map(|d| d / 2)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_fails_once_the_loop_stops_ticking() {
+        let h = Health::default();
+        assert!(!h.live(), "never ticked");
+        h.tick();
+        assert!(h.live());
+        let stale = chrono::Utc::now().timestamp_millis() - STALL_AFTER.as_millis() as i64 - 1;
+        h.last_tick_ms.store(stale, Ordering::Relaxed);
+        assert!(!h.live(), "a wedged loop is not live");
+        assert!(!h.ready());
+        h.set_ready();
+        assert!(h.ready());
+    }
+}
