@@ -26,4 +26,5 @@ pub mod server;
 pub mod sim;
 pub mod sink;
 pub mod store;
+pub mod text;
 pub mod watch;

@@ -17,6 +17,7 @@ use super::signer::{self, HEADER_ACCESS_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP}
 use super::wire::GatewayError;
 use crate::config::{ApiConfig, Credentials, MediaAssetPath, Secret};
 use crate::schedule::RateLimiter;
+use crate::text::{error_chain, excerpt};
 
 /// Everything but RFC 3986's unreserved characters is percent-encoded in a path segment or
 /// a query value, the most conservative form and the one NCP's SDKs send.
@@ -312,17 +313,6 @@ impl NcpClient {
 }
 
 /// An error and its sources, joined with `: `.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// The `endpoint` label of a call, from its path.
 fn endpoint_name(path: &str) -> &'static str {
     if path.ends_with("/import-status") {
@@ -441,11 +431,7 @@ fn auth(status: u16, code: String, message: String) -> ApiError {
 }
 
 fn malformed(status: u16, what: &str, body: &[u8]) -> ApiError {
-    let mut end = body.len().min(BODY_EXCERPT_BYTES);
-    while end > 0 && std::str::from_utf8(&body[..end]).is_err() {
-        end -= 1;
-    }
-    let excerpt = String::from_utf8_lossy(&body[..end]);
+    let excerpt = excerpt(body, BODY_EXCERPT_BYTES);
     ApiError::Malformed {
         status,
         reason: format!("{what}; body starts {excerpt:?}"),

@@ -26,6 +26,7 @@ use crate::config::{WebhookFormat, WebhookSink};
 use crate::event::CloudEvent;
 use crate::schedule::backoff;
 use crate::store::{DeadLetter, OutboxRow, Outcome, RetryState, Store, StoreError};
+use crate::text::{error_chain, excerpt};
 
 /// Events held in memory per sink at most: 1,000,000 pending events are streamed through
 /// this window, never loaded at once.
@@ -163,28 +164,13 @@ async fn attempt(http: &reqwest::Client, spec: &WebhookSpec, row: &OutboxRow) ->
         _ => {
             // A receiver error: it counts as an attempt, and the body says why.
             let body = response.bytes().await.unwrap_or_default();
-            let mut end = body.len().min(BODY_EXCERPT);
-            while end > 0 && std::str::from_utf8(&body[..end]).is_err() {
-                end -= 1;
-            }
-            let excerpt = String::from_utf8_lossy(&body[..end]);
+            let excerpt = excerpt(&body, BODY_EXCERPT);
             Attempt::Failed {
                 error: format!("receiver refused with HTTP {status}: {excerpt:?}"),
                 retry_after,
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// What a bounded run (`once`) delivered.

@@ -141,6 +141,18 @@ pub struct DynamicWatch {
 const ITEM_COLUMNS: &str = "key, kind, subject, watch, params, origin, active, status, percent, terminal, \
                             next_due_ms, failures, failing, last_error, last_polled_ms, last_change_ms";
 
+/// An outbox row from `seq, id, type, subject, body, created_ms`.
+fn outbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    Ok(OutboxRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        event_type: r.get(2)?,
+        subject: r.get(3)?,
+        body: r.get(4)?,
+        created_ms: r.get(5)?,
+    })
+}
+
 /// Dynamic watch columns, in `DynamicWatch` field order.
 const DYNAMIC_COLUMNS: &str = "id, workspace, project_id, asset_id, name, analysis";
 
@@ -344,16 +356,7 @@ impl Store {
             "SELECT seq, id, type, subject, body, created_ms FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(params![seq, limit as i64], |r| {
-                Ok(OutboxRow {
-                    seq: r.get(0)?,
-                    id: r.get(1)?,
-                    event_type: r.get(2)?,
-                    subject: r.get(3)?,
-                    body: r.get(4)?,
-                    created_ms: r.get(5)?,
-                })
-            })?
+            .query_map(params![seq, limit as i64], outbox_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }

@@ -204,16 +204,7 @@ impl Store {
              WHERE r.sink = ?1 ORDER BY o.seq",
         )?;
         let rows = stmt
-            .query_map([sink], |r| {
-                Ok(OutboxRow {
-                    seq: r.get(0)?,
-                    id: r.get(1)?,
-                    event_type: r.get(2)?,
-                    subject: r.get(3)?,
-                    body: r.get(4)?,
-                    created_ms: r.get(5)?,
-                })
-            })?
+            .query_map([sink], super::outbox_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
