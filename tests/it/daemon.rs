@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ncp_watchd::sim::{Fault, FaultAction, SetState};
+use ncp_watchd::sim::{Fault, FaultAction};
 use serde_json::Value;
 
-use crate::helpers::{Daemon, FAST_POLL, config_text, has, read_events, sim_with, summary, transition};
+use crate::helpers::{
+    Daemon, FAST_POLL, TWO_ASSETS, config_text, has, read_events, set_import, sim_with, summary, transition,
+};
 
 type Transition = (String, String, Option<String>, String);
 
@@ -328,38 +330,15 @@ async fn every_event_type_is_produced_with_exact_previous_and_current() {
     }
 }
 
-const CHANGING: &str = r#"
-[[video_asset]]
-workspace = "ws"
-project_id = "1"
-asset_id = "1"
-import = [{ at = "0s", status = "IN_PROGRESS" }]
-
-[[video_asset]]
-workspace = "ws"
-project_id = "1"
-asset_id = "2"
-import = [{ at = "0s", status = "IN_PROGRESS" }]
-"#;
-
 const CHANGING_WATCHES: &str = r#"
 [[watch.project]]
 workspace = "ws"
 project_id = "1"
 "#;
 
-fn set(sim: &ncp_watchd::sim::SimHandle, asset: &str, status: &str) {
-    sim.set(SetState::VideoAsset {
-        workspace: "ws".into(),
-        project_id: "1".into(),
-        asset_id: asset.into(),
-        status: status.into(),
-    });
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_neither_repeats_nor_misses_a_transition() {
-    let sim = sim_with(CHANGING, 6000).await;
+    let sim = sim_with(TWO_ASSETS, 6000).await;
     let mut daemon = Daemon::start(&config_text(
         &sim.url(),
         "",
@@ -378,8 +357,8 @@ async fn a_restart_neither_repeats_nor_misses_a_transition() {
     assert!(status.success(), "SIGTERM exits 0: {status:?}\n{}", daemon.log());
 
     // While it is down, the world moves on.
-    set(&sim, "1", "COMPLETED");
-    set(&sim, "2", "QUEUED_AGAIN");
+    set_import(&sim, "1", "COMPLETED");
+    set_import(&sim, "2", "QUEUED_AGAIN");
     let tmp = daemon.keep_dir();
     let daemon = Daemon::start_in(&daemon.dir).await;
     let events = daemon
@@ -445,13 +424,13 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_fli
                 step += 1;
                 for i in 0..assets {
                     if fastrand::u8(0..3) == 0 {
-                        set(&sim, &i.to_string(), &format!("S{step}"));
+                        set_import(&sim, &i.to_string(), &format!("S{step}"));
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(20..80))).await;
             }
             for i in 0..assets {
-                set(&sim, &i.to_string(), "COMPLETED");
+                set_import(&sim, &i.to_string(), "COMPLETED");
             }
         })
     };
@@ -595,7 +574,7 @@ async fn under_backlog_the_daemon_spends_its_quota_and_never_more() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn faults_of_every_kind_delay_changes_but_lose_none() {
-    let sim = sim_with(CHANGING, 6000).await;
+    let sim = sim_with(TWO_ASSETS, 6000).await;
     let error = |status: u16, retry_after: Option<u64>| FaultAction::Error {
         status,
         error_code: None,
@@ -619,8 +598,8 @@ async fn faults_of_every_kind_delay_changes_but_lose_none() {
             has(e, "video_asset.import.in_progress", a1) && has(e, "video_asset.import.in_progress", a2)
         })
         .await;
-    set(&sim, "1", "COMPLETED");
-    set(&sim, "2", "FAILED");
+    set_import(&sim, "1", "COMPLETED");
+    set_import(&sim, "2", "FAILED");
     sim.inject(fault("import-status", 2, error(504, None)));
     let events = daemon
         .wait_for(Duration::from_secs(30), "the final states", |e| {
@@ -653,7 +632,7 @@ async fn faults_of_every_kind_delay_changes_but_lose_none() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_adds_and_removes_watches_and_an_invalid_config_changes_nothing() {
     let scenario = format!(
-        "{CHANGING}\n[[search_image]]\nasset_key = \"late.jpg\"\nupload = [{{ at = \"0s\", status = \"COMPLETED\" }}]\n"
+        "{TWO_ASSETS}\n[[search_image]]\nasset_key = \"late.jpg\"\nupload = [{{ at = \"0s\", status = \"COMPLETED\" }}]\n"
     );
     let sim = sim_with(&scenario, 6000).await;
     let one = "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"1\"\n";
@@ -716,8 +695,8 @@ async fn sighup_adds_and_removes_watches_and_an_invalid_config_changes_nothing()
     )
     .unwrap();
     daemon.signal("HUP");
-    set(&sim, "2", "COMPLETED");
-    set(&sim, "1", "COMPLETED");
+    set_import(&sim, "2", "COMPLETED");
+    set_import(&sim, "1", "COMPLETED");
     daemon
         .wait_for(Duration::from_secs(20), "asset 2 to complete", |e| {
             has(e, "video_asset.import.completed", a2)
@@ -770,7 +749,7 @@ async fn sighup_adds_and_removes_watches_and_an_invalid_config_changes_nothing()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_are_one_object_per_line_with_the_event_id_and_subject_and_the_flag_beats_the_config() {
-    let sim = sim_with(CHANGING, 6000).await;
+    let sim = sim_with(TWO_ASSETS, 6000).await;
     let config = config_text(
         &sim.url(),
         "",
@@ -830,7 +809,7 @@ async fn json_logs_are_one_object_per_line_with_the_event_id_and_subject_and_the
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_running_daemon_picks_up_a_watch_added_by_register() {
-    let sim = sim_with(CHANGING, 6000).await;
+    let sim = sim_with(TWO_ASSETS, 6000).await;
     let one = "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"1\"\n";
     let daemon = Daemon::start(&config_text(&sim.url(), "", &format!("{one}\n{FAST_POLL}"))).await;
     daemon.wait_started().await;

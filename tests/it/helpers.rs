@@ -305,3 +305,28 @@ pub fn has(events: &[serde_json::Value], event_type: &str, subject: &str) -> boo
         .iter()
         .any(|e| e["type"] == event_type && e["subject"] == subject)
 }
+
+/// Two assets of workspace `ws`, project `1`, both in progress from the start.
+pub const TWO_ASSETS: &str = r#"
+[[video_asset]]
+workspace = "ws"
+project_id = "1"
+asset_id = "1"
+import = [{ at = "0s", status = "IN_PROGRESS" }]
+
+[[video_asset]]
+workspace = "ws"
+project_id = "1"
+asset_id = "2"
+import = [{ at = "0s", status = "IN_PROGRESS" }]
+"#;
+
+/// Sets the import status of asset `ws/1/{asset}` in the simulator, now.
+pub fn set_import(sim: &ncp_watchd::sim::SimHandle, asset: &str, status: &str) {
+    sim.set(ncp_watchd::sim::SetState::VideoAsset {
+        workspace: "ws".into(),
+        project_id: "1".into(),
+        asset_id: asset.into(),
+        status: status.into(),
+    });
+}

@@ -445,15 +445,7 @@ async fn once_delivers_webhooks_and_fails_until_the_receiver_takes_them() {
     let second = watchd(&["once", "-c", path], &sim_env()).await;
     assert_eq!(second.status.code(), Some(0), "{}", text(&second).1);
     let got = receiver.delivered();
-    let types: std::collections::BTreeSet<String> = got
-        .iter()
-        .map(|r| {
-            serde_json::from_str::<Value>(&r.body).unwrap()["type"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let types: std::collections::BTreeSet<String> = got.iter().map(crate::receiver::Received::event_type).collect();
     assert_eq!(got.len(), 3, "{types:?}");
     assert!(types.contains("video_asset.import.completed") && types.contains("video_asset.analysis.analyzing"));
 }

@@ -32,6 +32,14 @@ pub struct Received {
     pub status: u16,
 }
 
+impl Received {
+    /// The CloudEvent `type` of the delivered body.
+    pub fn event_type(&self) -> String {
+        let v: serde_json::Value = serde_json::from_str(&self.body).expect("a JSON body");
+        v["type"].as_str().unwrap_or_default().to_string()
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     script: VecDeque<Reply>,

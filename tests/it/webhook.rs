@@ -4,27 +4,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use cloudevents::AttributesReader as _;
-use ncp_watchd::sim::SetState;
 use serde_json::Value;
 
-use crate::helpers::{Daemon, FAST_POLL, config_text, has, read_events, sim_with, summary};
+use crate::helpers::{Daemon, FAST_POLL, TWO_ASSETS, config_text, has, read_events, set_import, sim_with, summary};
 use crate::receiver::{Receiver, Reply, verify};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-const TWO_ASSETS: &str = r#"
-[[video_asset]]
-workspace = "ws"
-project_id = "1"
-asset_id = "1"
-import = [{ at = "0s", status = "IN_PROGRESS" }]
-
-[[video_asset]]
-workspace = "ws"
-project_id = "1"
-asset_id = "2"
-import = [{ at = "0s", status = "IN_PROGRESS" }]
-"#;
 
 const PROJECT: &str = "[[watch.project]]\nworkspace = \"ws\"\nproject_id = \"1\"\n";
 
@@ -45,15 +30,6 @@ async fn start(sim_url: &str, sinks: &str) -> Daemon {
     let mut d = Daemon::start_in(tmp.path()).await;
     d.adopt(tmp);
     d
-}
-
-fn set(sim: &ncp_watchd::sim::SimHandle, asset: &str, status: &str) {
-    sim.set(SetState::VideoAsset {
-        workspace: "ws".into(),
-        project_id: "1".into(),
-        asset_id: asset.into(),
-        status: status.into(),
-    });
 }
 
 fn header(r: &crate::receiver::Received, name: &str) -> String {
@@ -167,8 +143,8 @@ async fn a_receiver_that_is_down_then_failing_then_slow_gets_everything_in_order
                 })
             })
         };
-        set(&sim, "1", status);
-        set(&sim, "2", status);
+        set_import(&sim, "1", status);
+        set_import(&sim, "2", status);
         daemon.wait_for(Duration::from_secs(20), status, subject_done).await;
     }
     let events = daemon.events();
@@ -368,7 +344,7 @@ async fn a_dead_receiver_delays_neither_polling_nor_another_sink() {
     );
     let daemon = start(&sim.url(), &sinks).await;
     live.wait_delivered(4, Duration::from_secs(20)).await;
-    set(&sim, "1", "COMPLETED");
+    set_import(&sim, "1", "COMPLETED");
     daemon
         .wait_for(Duration::from_secs(10), "the change", |e| {
             has(
@@ -409,7 +385,7 @@ async fn a_410_pauses_the_sink_and_a_reload_resumes_it() {
         "{text}"
     );
     // A new event is committed while paused, and is not sent.
-    set(&sim, "1", "COMPLETED");
+    set_import(&sim, "1", "COMPLETED");
     let a1 = "workspaces/ws/projects/1/video-assets/1";
     daemon
         .wait_for(Duration::from_secs(20), "the change", |e| {
@@ -421,15 +397,7 @@ async fn a_410_pauses_the_sink_and_a_reload_resumes_it() {
     // A reload resumes it, in order.
     daemon.signal("HUP");
     let got = receiver.wait_delivered(2, Duration::from_secs(20)).await;
-    let types: Vec<String> = got
-        .iter()
-        .map(|r| {
-            serde_json::from_str::<Value>(&r.body).unwrap()["type"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let types: Vec<String> = got.iter().map(crate::receiver::Received::event_type).collect();
     assert_eq!(
         types,
         ["video_asset.import.in_progress", "video_asset.import.completed"]
