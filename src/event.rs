@@ -31,6 +31,9 @@ pub const KNOWN_EVENT_TYPES: &[&str] = &[
     "vod.encode.progress",
     "watch.failing",
     "watch.recovered",
+    "watch.stalled",
+    "account.failing",
+    "account.recovered",
 ];
 
 /// Whether `event_type` matches `glob`, where `*` matches any run of characters.
@@ -227,6 +230,8 @@ mod tests {
                 aspect: Aspect::Import,
                 status: "COMPLETED".into(),
                 percent: None,
+                changed_at_ms: None,
+                awaiting_file: false,
                 detail: json!({"uploadResult": "Upload completed"}),
             },
         };

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::cli::ConfigArg;
-use crate::config::{Config, Credentials, WebhookFormat, resolve_credentials};
+use crate::config::{Config, Credentials, Endpoints, WebhookFormat, resolve_credentials};
 
 use super::{Failure, load_config};
 
@@ -63,9 +63,10 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
     }
     for p in &w.projects {
         let analysis = if p.analysis { " +analysis" } else { "" };
+        let baseline = if p.baseline { " +baseline" } else { "" };
         let _ = writeln!(
             s,
-            "  project      workspaces/{}/projects/{}{}{analysis}",
+            "  project      workspaces/{}/projects/{}{}{analysis}{baseline}",
             p.workspace,
             p.project_id,
             label(&p.name)
@@ -85,7 +86,8 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
         } else {
             String::new()
         };
-        let _ = writeln!(s, "  vod          {cats}{step}{}", label(&v.name));
+        let baseline = if v.baseline { ", baseline" } else { "" };
+        let _ = writeln!(s, "  vod          {cats}{step}{baseline}{}", label(&v.name));
     }
     let sinks = &config.sinks;
     let _ = writeln!(s, "sinks: {} webhook, {} log", sinks.webhooks.len(), sinks.logs.len());
@@ -116,14 +118,24 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
         let _ = writeln!(s, "  log {} -> {target} (events {})", l.name, l.events.join(" "));
     }
     let a = &config.api;
-    let _ = writeln!(s, "endpoints:");
+    let (media_url, vod_url) = match credentials {
+        Some(c) => crate::ncp::endpoints(a, c),
+        None => (a.media_url.clone(), a.vod_url.clone()),
+    };
+    let from = match a.endpoints {
+        Endpoints::Explicit => "from [api] media_url and vod_url".to_string(),
+        Endpoints::Region(r) => format!("region {}", r.as_str()),
+        Endpoints::Default if media_url != a.media_url => "from ncloud_api_url in the NCP CLI's file".to_string(),
+        Endpoints::Default => "region public, the default".to_string(),
+    };
+    let _ = writeln!(s, "endpoints ({from}):");
     let _ = writeln!(
         s,
         "  media {} (import status under {}/)",
-        crate::config::redact_url(&a.media_url),
+        crate::config::redact_url(&media_url),
         a.media_asset_path.as_str()
     );
-    let _ = writeln!(s, "  vod   {}", crate::config::redact_url(&a.vod_url));
+    let _ = writeln!(s, "  vod   {}", crate::config::redact_url(&vod_url));
     let _ = writeln!(
         s,
         "  at most {} calls/min per host, {} in flight, timeout {}",
@@ -142,6 +154,13 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
         humantime::format_duration(p.discovery_interval),
         humantime::format_duration(p.vod_lookback),
         humantime::format_duration(p.max_backoff),
+    );
+    let _ = writeln!(
+        s,
+        "      upload grace {}, stalled after {} unchanged, then every {}",
+        humantime::format_duration(p.upload_grace),
+        humantime::format_duration(p.stall_after),
+        humantime::format_duration(p.stalled_interval),
     );
     if let Some(c) = credentials {
         let _ = writeln!(s, "credentials:");

@@ -36,6 +36,7 @@ pub async fn run() -> Result<(), Failure> {
         secret_key: Secret::new(sim_config.secret_key.clone()),
         access_key_source: CredentialSource::BuiltIn,
         secret_key_source: CredentialSource::BuiltIn,
+        api_url: None,
     };
     let sim = SimHandle::start(sim_config, "127.0.0.1:0".parse().expect("a valid address"))
         .await

@@ -1,5 +1,6 @@
 //! `ncp-watchd run`: the daemon, with signals. SIGTERM and SIGINT stop it gracefully;
-//! SIGHUP reloads the config file, and an invalid new file is logged and ignored.
+//! SIGHUP reloads the config file and the credentials, and an invalid new file is logged
+//! and ignored.
 
 use std::path::PathBuf;
 
@@ -57,7 +58,7 @@ fn init_logging(config: &Config) {
 fn watch_signals(
     path: PathBuf,
     shutdown: CancellationToken,
-    reloads: mpsc::UnboundedSender<Config>,
+    reloads: mpsc::UnboundedSender<daemon::Reload>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -68,7 +69,14 @@ fn watch_signals(
                 _ = term.recv() => { tracing::info!("SIGTERM: stopping"); shutdown.cancel(); }
                 _ = int.recv() => { tracing::info!("SIGINT: stopping"); shutdown.cancel(); }
                 _ = hup.recv() => match Config::load(&path) {
-                    Ok(c) => { tracing::info!(config = %path.display(), "SIGHUP: reloading"); let _ = reloads.send(c); }
+                    // The credentials are read again too, so a rotated key needs no restart.
+                    Ok(config) => match resolve_credentials(&config.credentials) {
+                        Ok(credentials) => {
+                            tracing::info!(config = %path.display(), "SIGHUP: reloading");
+                            let _ = reloads.send(daemon::Reload { config, credentials });
+                        }
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: the credentials cannot be read; the previous configuration and keys keep running"),
+                    },
                     Err(e) => tracing::error!(
                         problems = %render_config_error(&e),
                         "SIGHUP: the new configuration is invalid; the previous one keeps running"

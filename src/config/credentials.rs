@@ -28,6 +28,9 @@ pub struct Credentials {
     pub access_key_source: CredentialSource,
     /// Where the secret key was found.
     pub secret_key_source: CredentialSource,
+    /// The NCP CLI's `ncloud_api_url`, when the access key came from its file: the API
+    /// gateway of that profile's region, used when the config chooses no region or URL.
+    pub api_url: Option<url::Url>,
 }
 
 /// Where a credential was found; safe to print.
@@ -125,11 +128,21 @@ pub fn resolve_with(
 ) -> Result<Credentials, CredentialError> {
     let (access_key, access_key_source) = resolve_one(&ACCESS, config.access_key_file.as_deref(), config, env)?;
     let (secret_key, secret_key_source) = resolve_one(&SECRET, config.secret_key_file.as_deref(), config, env)?;
+    // The CLI's file names its region's gateway beside the keys; it belongs to those keys.
+    let api_url = match &access_key_source {
+        CredentialSource::NcloudConfigure(path) => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| ncloud_configure_value(&t, "ncloud_api_url"))
+            .and_then(|u| url::Url::parse(u.trim()).ok())
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some()),
+        _ => None,
+    };
     Ok(Credentials {
         access_key,
         secret_key,
         access_key_source,
         secret_key_source,
+        api_url,
     })
 }
 
@@ -280,6 +293,23 @@ mod tests {
         assert_eq!(c.access_key_source, CredentialSource::Env("NCLOUD_ACCESS_KEY"));
         assert_eq!(c.secret_key.expose(), "SECRETFILE");
         assert!(matches!(c.secret_key_source, CredentialSource::NcloudConfigure(_)));
+    }
+
+    #[test]
+    fn the_ncp_cli_file_brings_its_api_url_with_its_keys() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join(".ncloud")).unwrap();
+        std::fs::write(
+            home.path().join(".ncloud/configure"),
+            "[DEFAULT]\nncloud_access_key_id = AK\nncloud_secret_access_key = SK\nncloud_api_url = https://ncloud.apigw.gov-ntruss.com\n",
+        )
+        .unwrap();
+        let env = env_of(&[("HOME", home.path())]);
+        let c = resolve_with(&config(Path::new("/x"), None, None), &env).unwrap();
+        assert_eq!(c.api_url.unwrap().as_str(), "https://ncloud.apigw.gov-ntruss.com/");
+        let env = env_of(&[("HOME", home.path()), ("NCLOUD_ACCESS_KEY", Path::new("ENVAK"))]);
+        let c = resolve_with(&config(Path::new("/x"), None, None), &env).unwrap();
+        assert_eq!(c.api_url, None, "keys from elsewhere do not take the file's region");
     }
 
     #[test]

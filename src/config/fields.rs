@@ -67,6 +67,6 @@ mod tests {
         let names = field_names::<RawApi>();
         assert!(names.contains(&"rate_limit_per_minute"));
         assert!(names.contains(&"media_asset_path"));
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 7);
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 pub use credentials::{CredentialError, CredentialSource, Credentials, resolve_credentials};
 pub use diag::{Diagnostic, Diagnostics};
 pub use secret::Secret;
-pub use validate::WebhookSecretSource;
+pub use validate::{WebhookSecretSource, is_object_key, is_positive_integer, is_workspace_name};
 
 /// Where the config file is read from when neither `-c` nor `$NCP_WATCHD_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ncp-watchd/config.toml";
@@ -41,6 +41,17 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(600);
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(60);
 /// Encodes older than a day are not news.
 pub const DEFAULT_VOD_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
+/// A search image watched before its file lands answers FILE_NOT_EXIST; an hour covers a
+/// slow upload from a phone or a batch job without waiting on a truly missing file forever.
+pub const DEFAULT_UPLOAD_GRACE: Duration = Duration::from_secs(3600);
+/// Imports take minutes and encodes hours; six hours without any change means nobody is
+/// working on the item (an analysis nobody starts stays BEFORE_ANALYZE forever).
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(6 * 3600);
+/// A stalled item still gets polled, but at a rate that cannot eat the quota.
+pub const DEFAULT_STALLED_INTERVAL: Duration = Duration::from_secs(600);
+/// The longest duration any key accepts: far past any sensible setting, and small enough
+/// that adding it to a timestamp can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Systemd's StateDirectory for a unit named ncp-watchd.
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/ncp-watchd/state.db";
 /// The port Prometheus exporters conventionally take near 9464, on loopback only.
@@ -109,9 +120,65 @@ impl MediaAssetPath {
     }
 }
 
+/// An NCP region: its API gateways live under their own domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    /// The public (commercial) region: `apigw.ntruss.com`.
+    Public,
+    /// The government region: `apigw.gov-ntruss.com`.
+    Gov,
+    /// The financial region: `apigw.fin-ntruss.com`.
+    Fin,
+}
+
+impl Region {
+    /// The API gateway domain of the region.
+    pub fn gateway_domain(self) -> &'static str {
+        match self {
+            Self::Public => "apigw.ntruss.com",
+            Self::Gov => "apigw.gov-ntruss.com",
+            Self::Fin => "apigw.fin-ntruss.com",
+        }
+    }
+
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Gov => "gov",
+            Self::Fin => "fin",
+        }
+    }
+
+    /// Media Intelligence's and VOD Station's base URLs in this region.
+    pub fn urls(self) -> (url::Url, url::Url) {
+        gateway_urls(self.gateway_domain())
+    }
+}
+
+/// The two base URLs under one gateway domain such as `apigw.ntruss.com`.
+pub fn gateway_urls(domain: &str) -> (url::Url, url::Url) {
+    let parse = |host: &str| url::Url::parse(&format!("https://{host}.{domain}")).expect("gateway URLs parse");
+    (parse("mi"), parse("vodstation"))
+}
+
+/// Where the API base URLs came from, so credentials from the NCP CLI's file can still
+/// bring that file's `ncloud_api_url` when nothing in the config chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoints {
+    /// Neither `region` nor a URL was set: the public region, unless the NCP CLI's file says otherwise.
+    Default,
+    /// `[api] region` chose them (URLs set explicitly still win, host by host).
+    Region(Region),
+    /// Both URLs were set explicitly.
+    Explicit,
+}
+
 /// `[api]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
+    /// Where the base URLs came from.
+    pub endpoints: Endpoints,
     /// Media Intelligence base URL (scheme, host, optional path prefix).
     pub media_url: url::Url,
     /// VOD Station base URL.
@@ -139,6 +206,12 @@ pub struct PollConfig {
     pub vod_lookback: Duration,
     /// Re-poll period of finished items; `None` stops polling them.
     pub terminal_recheck: Option<Duration>,
+    /// How long a search image's FAILED + FILE_NOT_EXIST is not taken as final.
+    pub upload_grace: Duration,
+    /// How long an unfinished item may go without a change before `watch.stalled`.
+    pub stall_after: Duration,
+    /// Poll period of a stalled item.
+    pub stalled_interval: Duration,
 }
 
 /// All configured watches, by kind.
@@ -192,6 +265,8 @@ pub struct ProjectWatch {
     pub name: Option<String>,
     /// Also watch the analysis status of discovered assets.
     pub analysis: bool,
+    /// Record what the first read lists without events or status polls.
+    pub baseline: bool,
 }
 
 /// One search image upload.
@@ -210,6 +285,8 @@ pub struct VodWatch {
     pub categories: Vec<String>,
     /// Percent step for progress events; 0 is off.
     pub progress_step: u8,
+    /// Record what the first read lists without events.
+    pub baseline: bool,
     /// Label for events.
     pub name: Option<String>,
 }

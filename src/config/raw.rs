@@ -35,6 +35,8 @@ pub struct RawCredentials {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawApi {
+    /// `"public"`, `"gov"` or `"fin"`: presets both hosts for that NCP region.
+    pub region: Field<String>,
     /// Base URL of Media Intelligence.
     pub media_url: Field<String>,
     /// Base URL of VOD Station.
@@ -63,6 +65,12 @@ pub struct RawPoll {
     pub vod_lookback: Field<String>,
     /// `"off"` or a duration: how often finished items are polled again.
     pub terminal_recheck: Field<String>,
+    /// How long a search image answering FAILED + FILE_NOT_EXIST is still waited for.
+    pub upload_grace: Field<String>,
+    /// How long an item may stay unfinished without a change before it is stalled.
+    pub stall_after: Field<String>,
+    /// How often a stalled item is polled.
+    pub stalled_interval: Field<String>,
 }
 
 /// One `[[watch.video_asset]]`.
@@ -93,6 +101,8 @@ pub struct RawProjectWatch {
     pub name: Field<String>,
     /// Also watch the analysis status of every discovered asset once imported.
     pub analysis: Field<bool>,
+    /// Record the assets listed at the first read without an event or a status poll.
+    pub baseline: Field<bool>,
 }
 
 /// One `[[watch.search_image]]`.
@@ -113,6 +123,8 @@ pub struct RawVodWatch {
     pub categories: Field<Vec<Spanned<IdOrName>>>,
     /// Percent step for `vod.encode.progress` events; 0 turns them off.
     pub progress_step: Field<i64>,
+    /// Record the encodes listed at the first read without an event.
+    pub baseline: Field<bool>,
     /// Label copied into events.
     pub name: Field<String>,
 }

@@ -55,9 +55,23 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
     };
 
     let a = &raw.api;
+    let region = match choice(d, "api.region", &a.region, &["public", "gov", "fin"]) {
+        Some("gov") => Some(Region::Gov),
+        Some("fin") => Some(Region::Fin),
+        Some(_) => Some(Region::Public),
+        None => None,
+    };
+    let (region_media, region_vod) = region.unwrap_or(Region::Public).urls();
+    let endpoints = match (region, a.media_url.is_some() && a.vod_url.is_some()) {
+        (_, true) => Endpoints::Explicit,
+        (Some(r), false) => Endpoints::Region(r),
+        (None, false) if a.media_url.is_some() || a.vod_url.is_some() => Endpoints::Explicit,
+        (None, false) => Endpoints::Default,
+    };
     let api = ApiConfig {
-        media_url: base_url(d, "api.media_url", &a.media_url, DEFAULT_MEDIA_URL),
-        vod_url: base_url(d, "api.vod_url", &a.vod_url, DEFAULT_VOD_URL),
+        endpoints,
+        media_url: base_url(d, "api.media_url", &a.media_url, region_media.as_str()),
+        vod_url: base_url(d, "api.vod_url", &a.vod_url, region_vod.as_str()),
         media_asset_path: match choice(
             d,
             "api.media_asset_path",
@@ -95,6 +109,9 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
             )),
             None => None,
         },
+        upload_grace: duration(d, "poll.upload_grace", &p.upload_grace, DEFAULT_UPLOAD_GRACE),
+        stall_after: duration(d, "poll.stall_after", &p.stall_after, DEFAULT_STALL_AFTER),
+        stalled_interval: duration(d, "poll.stalled_interval", &p.stalled_interval, DEFAULT_STALLED_INTERVAL),
     };
 
     let watches = watches(&raw, d);
@@ -202,7 +219,7 @@ fn watches(raw: &RawConfig, d: &mut Collector) -> Watches {
     for (i, t) in raw.video_assets.iter().enumerate() {
         let key = format!("watch.video_asset[{i}]");
         let r = t.get_ref();
-        let workspace = required_text(d, &key, "workspace", &r.workspace, t.span());
+        let workspace = required_workspace(d, &key, &r.workspace, t.span());
         let project_id = required_id(d, &key, "project_id", &r.project_id, t.span());
         let asset_id = required_id(d, &key, "asset_id", &r.asset_id, t.span());
         let name = r.name.as_ref().and_then(|n| non_empty(d, &format!("{key}.name"), n));
@@ -222,10 +239,11 @@ fn watches(raw: &RawConfig, d: &mut Collector) -> Watches {
     for (i, t) in raw.projects.iter().enumerate() {
         let key = format!("watch.project[{i}]");
         let r = t.get_ref();
-        let workspace = required_text(d, &key, "workspace", &r.workspace, t.span());
+        let workspace = required_workspace(d, &key, &r.workspace, t.span());
         let project_id = required_id(d, &key, "project_id", &r.project_id, t.span());
         let name = r.name.as_ref().and_then(|n| non_empty(d, &format!("{key}.name"), n));
         let analysis = r.analysis.as_ref().is_some_and(|a| *a.get_ref());
+        let baseline = r.baseline.as_ref().is_some_and(|b| *b.get_ref());
         if let (Some(workspace), Some(project_id)) = (workspace, project_id) {
             dup(d, format!("project {workspace}/{project_id}"), &key, t.span());
             w.projects.push(ProjectWatch {
@@ -233,13 +251,15 @@ fn watches(raw: &RawConfig, d: &mut Collector) -> Watches {
                 project_id,
                 name,
                 analysis,
+                baseline,
             });
         }
     }
     for (i, t) in raw.search_images.iter().enumerate() {
         let key = format!("watch.search_image[{i}]");
         let r = t.get_ref();
-        let asset_key = required_text(d, &key, "asset_key", &r.asset_key, t.span());
+        let asset_key = required_text(d, &key, "asset_key", &r.asset_key, t.span())
+            .filter(|k| object_key(d, &format!("{key}.asset_key"), k, r.asset_key.as_ref().map_or(t.span(), Spanned::span)));
         let name = r.name.as_ref().and_then(|n| non_empty(d, &format!("{key}.name"), n));
         if let Some(asset_key) = asset_key {
             dup(d, format!("search image {asset_key}"), &key, t.span());
@@ -289,6 +309,7 @@ fn watches(raw: &RawConfig, d: &mut Collector) -> Watches {
             categories,
             progress_step,
             name,
+            baseline: r.baseline.as_ref().is_some_and(|b| *b.get_ref()),
         });
     }
     let all = raw.vods.iter().position(|t| t.get_ref().categories.is_none());
@@ -515,11 +536,19 @@ fn required_id(
                 IdOrName::Int(_) => String::new(),
                 IdOrName::Text(s) => s.trim().to_string(),
             };
-            if text.is_empty() || text.contains('/') {
-                d.push(v.span(), &key, "must be a non-empty id without `/`");
-                None
-            } else {
+            if is_positive_integer(&text) {
                 Some(text)
+            } else {
+                d.push(
+                    v.span(),
+                    &key,
+                    format!(
+                        "`{}` is not an id: NCP's {} are positive integers such as 1234",
+                        text.escape_default(),
+                        field.replace('_', " ").replace(" id", " ids")
+                    ),
+                );
+                None
             }
         }
         None => {
@@ -531,11 +560,64 @@ fn required_id(
     }
 }
 
+/// Whether `s` is a positive decimal integer that fits NCP's 64-bit ids.
+pub fn is_positive_integer(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.parse::<u64>().is_ok_and(|n| n > 0)
+}
+
+/// Whether `s` is a Media Intelligence workspace name: lowercase letters, digits and `-`.
+pub fn is_workspace_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Whether `s` is an object key every segment of which can go into a path and a subject:
+/// no empty, `.` or `..` segment, no control character.
+pub fn is_object_key(s: &str) -> bool {
+    !s.chars().any(char::is_control) && s.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
+fn required_workspace(d: &mut Collector, table: &str, v: &Field<String>, table_span: Range<usize>) -> Option<String> {
+    let name = required_text(d, table, "workspace", v, table_span)?;
+    if is_workspace_name(&name) {
+        return Some(name);
+    }
+    let span = v.as_ref().map_or(0..0, Spanned::span);
+    d.push(
+        span,
+        format!("{table}.workspace"),
+        format!(
+            "`{}` is not a workspace name: NCP's workspace names are lowercase letters, digits and `-`",
+            name.escape_default()
+        ),
+    );
+    None
+}
+
+fn object_key(d: &mut Collector, key: &str, value: &str, span: Range<usize>) -> bool {
+    if is_object_key(value) {
+        return true;
+    }
+    d.push(
+        span,
+        key,
+        "an object key has no empty, `.` or `..` segment and no control character, such as \"images/2026/11/query.jpg\"",
+    );
+    false
+}
+
 fn duration(d: &mut Collector, key: &str, v: &Field<String>, default: Duration) -> Duration {
     let Some(v) = v else { return default };
     match humantime::parse_duration(v.get_ref()) {
         Ok(dur) if dur.is_zero() => {
             d.push(v.span(), key, "must be longer than zero");
+            default
+        }
+        Ok(dur) if dur > MAX_DURATION => {
+            d.push(
+                v.span(),
+                key,
+                format!("`{}` is too long: the most any duration may be is 10 years", v.get_ref()),
+            );
             default
         }
         Ok(dur) => dur,

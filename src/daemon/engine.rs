@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::target::{Interner, Target, Wanted, from_config};
 use crate::config::Config;
-use crate::event::CloudEvent;
+use crate::event::{CloudEvent, UNKNOWN_STATUS};
 use crate::ncp::{ApiError, NcpClient, Retry};
 use crate::schedule::{DueQueue, backoff};
 use crate::store::{DynamicWatch, ItemRow, OutboxEvent, Store, StoreError};
@@ -21,6 +21,16 @@ use crate::watch::{Observation, Seen, detect};
 
 /// Consecutive failed polls after which `watch.failing` is emitted.
 pub const FAILING_AFTER: u32 = 5;
+
+/// How many characters of the access key id name an account in `accounts/{prefix}`:
+/// enough to tell a team's keys apart, too few to be the key.
+pub const ACCOUNT_PREFIX_CHARS: usize = 8;
+
+/// The status a list item holds once it has been read (its first read is a baseline's).
+const LIST_READ: &str = "READ";
+
+/// How an error message about a refused key starts (see [`ApiError::AuthRefused`]).
+const AUTH_REFUSED_PREFIX: &str = "authentication refused";
 
 /// Where an item came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +92,13 @@ pub struct Item {
     pub last_polled_ms: Option<i64>,
     /// Last change.
     pub last_change_ms: Option<i64>,
+    /// When the item was first watched or seen.
+    pub since_ms: i64,
+    /// Whether `watch.stalled` was emitted for the current status.
+    pub stalled: bool,
+    /// The API's own time of the status followed (a VOD job's `lastWorkTime`), so an
+    /// older job of the same output is never followed again.
+    pub changed_at_ms: Option<i64>,
 }
 
 impl Item {
@@ -101,6 +118,9 @@ impl Item {
             last_error: None,
             last_polled_ms: None,
             last_change_ms: None,
+            since_ms: now_ms(),
+            stalled: false,
+            changed_at_ms: None,
         }
     }
 
@@ -122,6 +142,9 @@ impl Item {
             last_error: self.last_error.as_deref().map(str::to_string),
             last_polled_ms: self.last_polled_ms,
             last_change_ms: self.last_change_ms,
+            since_ms: Some(self.since_ms),
+            stalled: self.stalled,
+            changed_at_ms: self.changed_at_ms,
         }
     }
 
@@ -142,6 +165,9 @@ impl Item {
             last_error: row.last_error.map(String::into_boxed_str),
             last_polled_ms: row.last_polled_ms,
             last_change_ms: row.last_change_ms,
+            since_ms: row.since_ms.unwrap_or_else(now_ms),
+            stalled: row.stalled,
+            changed_at_ms: row.changed_at_ms,
         })
     }
 
@@ -165,6 +191,9 @@ pub enum Polled {
     Status(Observation),
     /// A list: listings of a project, or encodes.
     List(Vec<Observation>),
+    /// The VOD list, and the start of the window it was read over (a lower bound of the
+    /// work start of every encode in it).
+    VodList(Vec<Observation>, i64),
 }
 
 /// The result of polling one item.
@@ -178,8 +207,15 @@ pub struct PollResult {
     pub at_ms: i64,
 }
 
+/// What a poll needs to know besides its target.
+#[derive(Debug, Clone, Copy)]
+pub struct PollWindow {
+    /// The start of the VOD list window, epoch milliseconds.
+    pub vod_from_ms: i64,
+}
+
 /// Polls `target` once. The only network I/O of the daemon's polling path.
-pub async fn poll(client: &NcpClient, target: &Target, vod_lookback: Duration) -> Result<Polled, ApiError> {
+pub async fn poll(client: &NcpClient, target: &Target, window: PollWindow) -> Result<Polled, ApiError> {
     Ok(match target {
         Target::Import {
             workspace,
@@ -216,22 +252,26 @@ pub async fn poll(client: &NcpClient, target: &Target, vod_lookback: Duration) -
                 .collect(),
         ),
         Target::VodList => {
-            let now = Utc::now();
-            let from = now - chrono::Duration::from_std(vod_lookback).unwrap_or(chrono::Duration::days(1));
-            Polled::List(
-                client
-                    .vod_statuses(from.timestamp_millis(), now.timestamp_millis())
-                    .await?
+            let now = now_ms();
+            let from = window.vod_from_ms.min(now);
+            let encodes = client.vod_statuses(from, now).await?;
+            Polled::VodList(
+                crate::ncp::vod::newest_jobs(encodes)
                     .iter()
                     .map(|e| e.observation())
                     .collect(),
+                from,
             )
         }
-        Target::Listing { .. } | Target::Encode { .. } => {
+        Target::Listing { .. } | Target::Encode { .. } | Target::Account { .. } => {
             return Err(ApiError::Transport("list-fed items are not polled on their own".into()));
         }
     })
 }
+
+/// The VOD window never reaches back further than this beyond `vod_lookback`, however old
+/// an unfinished encode is: an encode nobody has touched for a month is gone, not running.
+pub const MAX_VOD_REACH_BACK: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Changes staged by one apply, committed together.
 #[derive(Default)]
@@ -251,6 +291,11 @@ pub struct Engine {
     dynamic_seen: i64,
     /// Shares repeated strings among items (a RefCell: the engine is used from one task).
     interner: RefCell<Interner>,
+    /// The account item of the key in use, created the first time the key is refused.
+    account: Option<Arc<str>>,
+    /// Items waiting for the account's key to be accepted again; the first good answer
+    /// (or new credentials) makes them due at once.
+    auth_waiting: HashSet<Arc<str>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -295,7 +340,22 @@ impl Engine {
             in_flight: HashSet::new(),
             dynamic_seen: 0,
             interner: RefCell::new(interner),
+            account: None,
+            auth_waiting: HashSet::new(),
         };
+        // Items that were waiting on a refused key before a restart wait on it still.
+        let failing_account = engine
+            .items
+            .values()
+            .any(|i| matches!(i.target, Target::Account { .. }) && i.failing);
+        if failing_account {
+            engine.auth_waiting = engine
+                .items
+                .values()
+                .filter(|i| i.active && i.target.polled() && i.last_error.as_deref().is_some_and(|e| e.starts_with(AUTH_REFUSED_PREFIX)))
+                .map(|i| i.key.clone())
+                .collect();
+        }
         engine.reconcile(config)?;
         Ok(engine)
     }
@@ -513,6 +573,50 @@ impl Engine {
         self.in_flight.len()
     }
 
+    /// Names the account whose key signs the calls (by its access key id); new credentials
+    /// (a SIGHUP after a key rotation) make every item waiting on a refused key due now.
+    pub fn set_account(&mut self, access_key: &str) {
+        let prefix: String = access_key.chars().take(ACCOUNT_PREFIX_CHARS).collect();
+        let key: Arc<str> = Target::Account {
+            key_prefix: prefix.as_str().into(),
+        }
+        .key()
+        .into();
+        if self.account.as_ref() != Some(&key) && !self.auth_waiting.is_empty() {
+            let now = now_ms();
+            for waiting in std::mem::take(&mut self.auth_waiting) {
+                if let Some(item) = self.items.get_mut(&waiting).filter(|i| i.schedulable()) {
+                    item.next_due_ms = Some(now);
+                    self.queue.push(waiting, now);
+                }
+            }
+        }
+        self.account = Some(key);
+    }
+
+    /// The start of the VOD list window: `vod_lookback` ago, or earlier, so that every
+    /// unfinished watched encode stays in it (an encode's `since_ms` is the start of the
+    /// window it was first listed in, so it started no earlier), but never more than
+    /// [`MAX_VOD_REACH_BACK`] further.
+    pub fn vod_window_from(&self, now: i64) -> i64 {
+        let usual = now.saturating_sub(ms(self.config.poll.vod_lookback));
+        let oldest = self
+            .items
+            .values()
+            .filter(|i| i.active && !i.terminal && matches!(i.target, Target::Encode { .. }))
+            .map(|i| i.since_ms)
+            .min()
+            .unwrap_or(usual);
+        oldest.min(usual).max(usual.saturating_sub(ms(MAX_VOD_REACH_BACK)))
+    }
+
+    /// What polls need besides their target, now.
+    pub fn poll_window(&self) -> PollWindow {
+        PollWindow {
+            vod_from_ms: self.vod_window_from(now_ms()),
+        }
+    }
+
     /// Applies poll results: detects changes, commits state and events in one transaction,
     /// then updates memory and the queue. Returns the events committed. When the commit
     /// fails, memory is untouched and the items are retried after a short pause.
@@ -532,6 +636,7 @@ impl Engine {
             item.last_polled_ms = Some(r.at_ms);
             match r.outcome {
                 Ok(polled) => {
+                    self.account_accepted(now, time, &mut staged);
                     if item.failing {
                         let event = CloudEvent::watch_health(
                             "watch.recovered",
@@ -548,22 +653,54 @@ impl Engine {
                     item.failures = 0;
                     item.failing = false;
                     item.last_error = None;
+                    let polled_window = match &polled {
+                        Polled::VodList(_, from) => Some(*from),
+                        _ => None,
+                    };
                     match polled {
                         Polled::Status(o) => {
-                            self.observe(&mut item, &o, 0, now, time, &mut staged);
-                            self.after_status(&item, now, &mut staged);
-                            item.next_due_ms = self.due_after_status(&item, now);
-                        }
-                        Polled::List(observations) => {
-                            let running = self.apply_list(&item, &observations, now, time, &mut staged);
-                            let every = if matches!(item.target, Target::VodList) && running {
-                                self.config.poll.interval.min(self.config.poll.discovery_interval)
+                            if self.upload_not_landed(&item, &o, now) {
+                                // Not final while the watch is young: the file may be on its way.
+                                item.next_due_ms = Some(now + ms(self.config.poll.interval));
                             } else {
-                                self.config.poll.discovery_interval
+                                self.observe(&mut item, &o, 0, now, time, &mut staged);
+                                self.after_status(&item, now, &mut staged);
+                                self.check_stall(&mut item, now, time, &mut staged);
+                                item.next_due_ms = self.due_after_status(&item, now);
+                            }
+                        }
+                        Polled::List(observations) | Polled::VodList(observations, _) => {
+                            let first_read = item.status.is_none();
+                            let window_from = match &polled_window {
+                                Some(from) => *from,
+                                None => now,
+                            };
+                            let running =
+                                self.apply_list(&item, &observations, first_read, window_from, now, time, &mut staged);
+                            item.status = Some(self.interner.borrow_mut().get(LIST_READ));
+                            let p = &self.config.poll;
+                            let every = if matches!(item.target, Target::VodList) && running {
+                                p.interval.min(p.discovery_interval)
+                            } else {
+                                p.discovery_interval
                             };
                             item.next_due_ms = Some(now + ms(every));
                         }
                     }
+                }
+                Err(e) if e.is_account_failure() => {
+                    // The key, not this watch: one `account.failing`, and the watch waits.
+                    item.last_error = Some(e.to_string().into_boxed_str());
+                    tracing::warn!(subject = %item.target.subject(), kind = item.target.kind(), error = %e, "poll refused: the account's key was not accepted; the watch waits for it");
+                    self.account_refused(&e, now, time, &mut staged);
+                    self.auth_waiting.insert(item.key.clone());
+                    let p = &self.config.poll;
+                    let base = if item.target.is_list() {
+                        p.discovery_interval
+                    } else {
+                        p.interval
+                    };
+                    item.next_due_ms = Some(now + ms(backoff(FAILING_AFTER + 2, base, p.max_backoff)).max(1));
                 }
                 Err(e) => {
                     item.failures = item.failures.saturating_add(1);
@@ -591,7 +728,7 @@ impl Engine {
                     };
                     let delay = match e.retry() {
                         Retry::NotSoon => p.max_backoff,
-                        Retry::After(d) => d.max(backoff(item.failures, base, p.max_backoff)),
+                        Retry::After(d) => d.min(p.max_backoff).max(backoff(item.failures, base, p.max_backoff)),
                         Retry::Backoff => backoff(item.failures, base, p.max_backoff),
                     };
                     item.next_due_ms = Some(now + ms(delay).max(1));
@@ -602,25 +739,182 @@ impl Engine {
         self.commit(staged)
     }
 
-    /// Detects the changes between `item` and `o` and stages their events.
-    fn observe(&self, item: &mut Item, o: &Observation, step: u8, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
-        let changes = detect(item.seen().as_ref(), o, step);
-        let status_changed = item.status.as_deref() != Some(o.status.as_str());
-        for change in &changes {
-            staged.events.push(CloudEvent::from_change(
-                change,
+    /// The account item of the key in use, as staged so far.
+    fn account_item(&self, staged: &Staged) -> Option<Item> {
+        let key = self.account.as_ref()?;
+        staged.items.get(key).or_else(|| self.items.get(key)).cloned().or_else(|| {
+            let prefix = key.strip_prefix("account:accounts/").unwrap_or(key);
+            Some(Item::new(
+                Target::Account {
+                    key_prefix: prefix.into(),
+                },
+                None,
+                Origin::Discovered,
+                None,
+            ))
+        })
+    }
+
+    /// The gateway refused the key: `account.failing` once, however many watches it hit.
+    fn account_refused(&self, e: &ApiError, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
+        let Some(mut account) = self.account_item(staged) else { return };
+        account.last_polled_ms = Some(now);
+        account.last_error = Some(e.to_string().into_boxed_str());
+        account.failures = account.failures.saturating_add(1);
+        if !account.failing {
+            account.failing = true;
+            account.last_change_ms = Some(now);
+            tracing::error!(account = %account.target.subject(), error = %e, "the API gateway refuses the account's key: every watch waits until it is accepted (fix the key and send SIGHUP)");
+            staged.events.push(CloudEvent::watch_health(
+                "account.failing",
+                &account.target.subject(),
+                account.target.resource_json(),
+                None,
+                None,
+                Some(e.to_string()),
                 &self.config.instance,
-                item.watch.as_deref(),
                 time,
             ));
         }
-        if status_changed || !changes.is_empty() {
+        staged.items.insert(account.key.clone(), account);
+    }
+
+    /// A good answer: every refused account recovers, and the watches waiting on it are
+    /// due now.
+    fn account_accepted(&mut self, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
+        if self.auth_waiting.is_empty() && !self.any_account_failing(staged) {
+            return;
+        }
+        let failing: Vec<Item> = self
+            .items
+            .values()
+            .filter(|i| matches!(i.target, Target::Account { .. }))
+            .map(|i| staged.items.get(&i.key).unwrap_or(i).clone())
+            .chain(
+                staged
+                    .items
+                    .values()
+                    .filter(|i| matches!(i.target, Target::Account { .. }) && !self.items.contains_key(&i.key))
+                    .cloned(),
+            )
+            .filter(|i| i.failing)
+            .collect();
+        for mut account in failing {
+            account.failing = false;
+            account.failures = 0;
+            account.last_error = None;
+            account.last_change_ms = Some(now);
+            tracing::info!(account = %account.target.subject(), "the API gateway accepts the account's key again");
+            staged.events.push(CloudEvent::watch_health(
+                "account.recovered",
+                &account.target.subject(),
+                account.target.resource_json(),
+                None,
+                None,
+                None,
+                &self.config.instance,
+                time,
+            ));
+            staged.items.insert(account.key.clone(), account);
+        }
+        for key in std::mem::take(&mut self.auth_waiting) {
+            if let Some(mut item) = staged.items.get(&key).or_else(|| self.items.get(&key)).cloned()
+                && item.schedulable()
+            {
+                item.next_due_ms = Some(now);
+                staged.items.insert(key, item);
+            }
+        }
+    }
+
+    fn any_account_failing(&self, staged: &Staged) -> bool {
+        let failing = |i: &Item| matches!(i.target, Target::Account { .. }) && i.failing;
+        staged.items.values().any(failing) || self.account.as_ref().and_then(|k| self.items.get(k)).is_some_and(failing)
+    }
+
+    /// Whether `o` says a search image's file is not in Object Storage yet while the watch
+    /// is younger than `upload_grace`: then it is not final (SPEC §8).
+    fn upload_not_landed(&self, item: &Item, o: &Observation, now: i64) -> bool {
+        o.awaiting_file && item.status.is_none() && now - item.since_ms < ms(self.config.poll.upload_grace)
+    }
+
+    /// Emits `watch.stalled` once when an unfinished item has gone `stall_after` without a change.
+    fn check_stall(&self, item: &mut Item, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
+        if item.terminal || item.stalled {
+            return;
+        }
+        let unchanged_since = item.last_change_ms.unwrap_or(item.since_ms);
+        let stall_after = ms(self.config.poll.stall_after);
+        if now - unchanged_since < stall_after {
+            return;
+        }
+        item.stalled = true;
+        let p = &self.config.poll;
+        tracing::info!(subject = %item.target.subject(), kind = item.target.kind(), status = item.status.as_deref().unwrap_or(UNKNOWN_STATUS), "no change for {}: stalled, polled every {} from now on", humantime::format_duration(p.stall_after), humantime::format_duration(p.stalled_interval));
+        let mut event = CloudEvent::watch_health(
+            "watch.stalled",
+            &item.target.subject(),
+            item.target.resource_json(),
+            item.watch.as_deref(),
+            item.status.as_deref(),
+            None,
+            &self.config.instance,
+            time,
+        );
+        event.data.previous = None;
+        event.data.detail = serde_json::json!({
+            "unchanged_since": DateTime::<Utc>::from_timestamp_millis(unchanged_since)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "stall_after": humantime::format_duration(p.stall_after).to_string(),
+            "polled_every": humantime::format_duration(p.stalled_interval).to_string(),
+        });
+        staged.events.push(event);
+    }
+
+    /// Detects the changes between `item` and `o` and stages their events; with `quiet`
+    /// (a baseline), records the state without events.
+    #[allow(clippy::too_many_arguments)]
+    fn observe_as(
+        &self,
+        item: &mut Item,
+        o: &Observation,
+        step: u8,
+        quiet: bool,
+        now: i64,
+        time: DateTime<Utc>,
+        staged: &mut Staged,
+    ) {
+        let changes = detect(item.seen().as_ref(), o, step);
+        let status_changed = item.status.as_deref() != Some(o.status.as_str());
+        let moved = status_changed || item.percent != o.percent;
+        if !quiet {
+            for change in &changes {
+                staged.events.push(CloudEvent::from_change(
+                    change,
+                    &self.config.instance,
+                    item.watch.as_deref(),
+                    time,
+                ));
+            }
+        }
+        if moved || !changes.is_empty() {
+            // Any movement, progress included, is a sign of life: a stalled item wakes up.
             item.last_change_ms = Some(now);
+            item.stalled = false;
             staged.details.push((item.key.to_string(), o.detail.to_string()));
         }
         item.status = Some(self.interner.borrow_mut().get(&o.status));
         item.percent = o.percent;
         item.terminal = o.terminal();
+        if o.changed_at_ms.is_some() {
+            item.changed_at_ms = o.changed_at_ms;
+        }
+    }
+
+    /// Detects the changes between `item` and `o` and stages their events.
+    fn observe(&self, item: &mut Item, o: &Observation, step: u8, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
+        self.observe_as(item, o, step, false, now, time, staged);
     }
 
     /// An import that completed starts its analysis, when asked for.
@@ -649,26 +943,34 @@ impl Engine {
     }
 
     fn due_after_status(&self, item: &Item, now: i64) -> Option<i64> {
+        let p = &self.config.poll;
         if item.terminal {
-            self.config.poll.terminal_recheck.map(|d| now + ms(d))
+            p.terminal_recheck.map(|d| now + ms(d))
+        } else if item.stalled {
+            Some(now + ms(p.stalled_interval))
         } else {
-            Some(now + ms(self.config.poll.interval))
+            Some(now + ms(p.interval))
         }
     }
 
     /// Applies a list: new assets are discovered (and their import watched), encodes are
-    /// compared one by one. Returns whether any watched encode is still running.
+    /// compared one by one. On the list's `first_read`, a watch with `baseline` records what
+    /// is listed without events (and a project's old assets without status polls). Returns
+    /// whether any watched encode is still running (and not stalled).
+    #[allow(clippy::too_many_arguments)]
     fn apply_list(
         &self,
         list: &Item,
         observations: &[Observation],
+        first_read: bool,
+        window_from: i64,
         now: i64,
         time: DateTime<Utc>,
         staged: &mut Staged,
     ) -> bool {
         let mut running = false;
         for o in observations {
-            let (target, watch, step) = {
+            let (target, watch, step, baseline) = {
                 let mut i = self.interner.borrow_mut();
                 match (&list.target, &o.resource) {
                     (
@@ -681,28 +983,31 @@ impl Engine {
                     ) => {
                         let (workspace, project_id, asset_id) =
                             (i.get(workspace), i.get(project_id), Arc::<str>::from(asset_id.as_str()));
-                        let import = Target::Import {
+                        let baseline = first_read && self.project_baseline(&workspace, &project_id);
+                        let listing = Target::Listing {
                             workspace: workspace.clone(),
                             project_id: project_id.clone(),
                             asset_id: asset_id.clone(),
+                        };
+                        let known = self.items.contains_key(listing.key().as_str());
+                        let import = Target::Import {
+                            workspace,
+                            project_id,
+                            asset_id,
                             analysis: *analysis,
                         };
                         let import_key = import.key();
-                        if !self.items.contains_key(import_key.as_str())
+                        // A baseline's old assets are recorded as listed, not polled: one call
+                        // each for 50,000 finished assets is what a baseline avoids.
+                        if !baseline
+                            && !known
+                            && !self.items.contains_key(import_key.as_str())
                             && !staged.items.contains_key(import_key.as_str())
                         {
                             let item = Item::new(import, list.watch.clone(), Origin::Discovered, Some(now));
                             staged.items.insert(item.key.clone(), item);
                         }
-                        (
-                            Target::Listing {
-                                workspace,
-                                project_id,
-                                asset_id,
-                            },
-                            list.watch.clone(),
-                            0,
-                        )
+                        (listing, list.watch.clone(), 0, baseline)
                     }
                     (
                         Target::VodList,
@@ -728,7 +1033,12 @@ impl Engine {
                             file_path: file_path.as_str().into(),
                             output_type: i.get(output_type),
                         };
-                        (target, watch.name.as_deref().map(|n| i.get(n)), watch.progress_step)
+                        (
+                            target,
+                            watch.name.as_deref().map(|n| i.get(n)),
+                            watch.progress_step,
+                            first_read && watch.baseline,
+                        )
                     }
                     _ => continue,
                 }
@@ -739,15 +1049,43 @@ impl Engine {
                 .get(text.as_str())
                 .or_else(|| self.items.get(text.as_str()))
                 .cloned()
-                .unwrap_or_else(|| Item::new(target, watch.clone(), Origin::Discovered, None));
+                .unwrap_or_else(|| {
+                    let mut item = Item::new(target, watch.clone(), Origin::Discovered, None);
+                    // An encode started no earlier than the window it was first listed in:
+                    // the VOD window reaches back to there while it is unfinished.
+                    if matches!(item.target, Target::Encode { .. }) {
+                        item.since_ms = window_from.min(now);
+                    }
+                    item
+                });
+            // An older job of an output already followed (the list has no job id) is never
+            // followed again: that is what flipped items between two rows in every poll.
+            if let (Some(followed), Some(seen)) = (item.changed_at_ms, o.changed_at_ms)
+                && seen < followed
+            {
+                running |= !item.terminal && !item.stalled;
+                continue;
+            }
             item.watch = watch;
             item.active = true;
             item.last_polled_ms = Some(now);
-            self.observe(&mut item, o, step, now, time, staged);
-            running |= !item.terminal;
+            let quiet = baseline && item.status.is_none();
+            self.observe_as(&mut item, o, step, quiet, now, time, staged);
+            if matches!(item.target, Target::Encode { .. }) {
+                self.check_stall(&mut item, now, time, staged);
+            }
+            running |= !item.terminal && !item.stalled;
             staged.items.insert(item.key.clone(), item);
         }
         running
+    }
+
+    fn project_baseline(&self, workspace: &str, project_id: &str) -> bool {
+        self.config
+            .watches
+            .projects
+            .iter()
+            .any(|p| p.baseline && p.workspace == workspace && p.project_id == project_id)
     }
 
     fn commit(&mut self, staged: Staged) -> Result<Vec<CloudEvent>, StoreError> {

@@ -23,7 +23,7 @@ use crate::server::{self, Health, notify};
 use crate::sink::log::{self, LineFormat, LogSinkSpec};
 use crate::sink::webhook::{self, WebhookSpec};
 use crate::store::{Store, StoreError};
-use engine::{Engine, PollResult, now_ms, poll};
+use engine::{Engine, PollResult, PollWindow, now_ms, poll};
 
 /// In-flight work gets this long to finish after a stop is asked for.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
@@ -152,6 +152,16 @@ fn start_sinks(
     Sinks { stop }
 }
 
+/// A reload: the new configuration and the credentials read again with it (a rotated key
+/// needs no restart).
+#[derive(Debug)]
+pub struct Reload {
+    /// The new configuration, validated.
+    pub config: Config,
+    /// The credentials as resolved now.
+    pub credentials: Credentials,
+}
+
 /// Runs until `shutdown` is cancelled: polls what is due within the limits, commits
 /// changes and events, feeds the sinks, applies each config from `reloads`. After the stop,
 /// in-flight polls get [`STOP_DEADLINE`] to finish and be committed, and sinks write what
@@ -160,13 +170,15 @@ pub async fn run(
     config: Config,
     credentials: Credentials,
     shutdown: CancellationToken,
-    mut reloads: mpsc::UnboundedReceiver<Config>,
+    mut reloads: mpsc::UnboundedReceiver<Reload>,
     extra_sinks: Vec<LogSinkSpec>,
 ) -> Result<(), DaemonError> {
     let webhooks = webhook_specs(&config)?;
     let store = Store::open(&config.state_path)?;
     let store_path = store.path().to_path_buf();
     let mut engine = Engine::open(config, store)?;
+    let mut credentials = credentials;
+    engine.set_account(credentials.access_key.expose());
     let mut client = NcpClient::new(&engine.config().api, &credentials).map_err(DaemonError::Client)?;
     let tracker = TaskTracker::new();
     let (wake, _) = watch::channel(0u64);
@@ -259,9 +271,11 @@ pub async fn run(
                     update_gauges(&engine, gauge_store.as_ref());
                 }
             }
-                        Some(new_config) = reloads.recv() => {
+            Some(Reload { config: new_config, credentials: new_credentials }) = reloads.recv() => {
                 notify::reloading();
-                let api_changed = new_config.api != engine.config().api;
+                let keys_changed = new_credentials.access_key.expose() != credentials.access_key.expose()
+                    || new_credentials.secret_key.expose() != credentials.secret_key.expose();
+                let api_changed = new_config.api != engine.config().api || keys_changed;
                 let sinks_changed = !same_sinks(&new_config, engine.config());
                 let webhooks = match webhook_specs(&new_config) {
                     Ok(w) => w,
@@ -278,8 +292,15 @@ pub async fn run(
                 match engine.reconcile(new_config) {
                     Ok(()) => {
                         if api_changed {
-                            match NcpClient::new(&engine.config().api, &credentials) {
-                                Ok(c) => client = c,
+                            match NcpClient::new(&engine.config().api, &new_credentials) {
+                                Ok(c) => {
+                                    client = c;
+                                    if keys_changed {
+                                        tracing::info!(access_key = %new_credentials.access_key_source, secret_key = %new_credentials.secret_key_source, "credentials read again: the new keys sign from now on");
+                                    }
+                                    credentials = new_credentials;
+                                    engine.set_account(credentials.access_key.expose());
+                                }
                                 Err(e) => tracing::error!(error = %e, "cannot rebuild the API client; keeping the old one"),
                             }
                         }
@@ -398,21 +419,29 @@ fn apply(engine: &mut Engine, batch: Vec<PollResult>, wake: &watch::Sender<u64>)
 /// Starts polls for due items while there is capacity.
 fn dispatch(engine: &mut Engine, client: &NcpClient, results: &mpsc::Sender<PollResult>, tracker: &TaskTracker) {
     let max = engine.config().api.max_in_flight * DISPATCH_AHEAD;
-    let lookback = engine.config().poll.vod_lookback;
     while engine.in_flight() < max {
         let Some((key, target)) = engine.next_due(now_ms()) else {
             break;
         };
+        let window = window_for(engine, &target);
         let (client, results) = (client.clone(), results.clone());
         let span = tracing::debug_span!("poll", subject = %target.subject(), kind = target.kind());
         tracker.spawn(
             async move {
                 let at_ms = now_ms();
-                let outcome = poll(&client, &target, lookback).await;
+                let outcome = poll(&client, &target, window).await;
                 let _ = results.send(PollResult { key, outcome, at_ms }).await;
             }
             .instrument(span),
         );
+    }
+}
+
+/// The VOD window is worked out only for the VOD list: it looks at every encode item.
+fn window_for(engine: &Engine, target: &target::Target) -> PollWindow {
+    match target {
+        target::Target::VodList => engine.poll_window(),
+        _ => PollWindow { vod_from_ms: 0 },
     }
 }
 
@@ -437,6 +466,7 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
     let store_path = store.path().to_path_buf();
     let mut engine = Engine::open(config, store)?;
     let client = NcpClient::new(&engine.config().api, &credentials).map_err(DaemonError::Client)?;
+    engine.set_account(credentials.access_key.expose());
     engine.schedule_all_now();
     // Cursors first, so a sink configured since the last run gets this run's events.
     let specs = sink_specs(engine.config(), &[]);
@@ -447,7 +477,6 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
     for spec in &webhooks {
         progress.cursor(&spec.cursor_name())?;
     }
-    let lookback = engine.config().poll.vod_lookback;
     let max = engine.config().api.max_in_flight;
     let mut polled: HashSet<Arc<str>> = HashSet::new();
     let mut running = tokio::task::JoinSet::new();
@@ -463,9 +492,10 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
                 continue;
             }
             let client = client.clone();
+            let window = window_for(&engine, &target);
             running.spawn(async move {
                 let at_ms = now_ms();
-                let outcome = poll(&client, &target, lookback).await;
+                let outcome = poll(&client, &target, window).await;
                 (PollResult { key, outcome, at_ms }, target)
             });
         }

@@ -57,6 +57,12 @@ pub enum Target {
         /// Asset id.
         asset_id: Arc<str>,
     },
+    /// The account whose key signs every call: its state is whether the gateway accepts
+    /// the key (fed by every poll's answer, never polled on its own).
+    Account {
+        /// The first characters of the access key id, enough to tell keys apart.
+        key_prefix: Arc<str>,
+    },
     /// One encode output (fed by `VodList`).
     Encode {
         /// Category id.
@@ -78,6 +84,7 @@ impl Target {
                 workspace, project_id, ..
             } => format!("workspaces/{workspace}/projects/{project_id}"),
             Self::VodList => "vodstation".to_string(),
+            Self::Account { key_prefix } => format!("accounts/{key_prefix}"),
             other => other
                 .resource()
                 .expect("state targets have a resource")
@@ -127,7 +134,7 @@ impl Target {
                 file_path: file_path.to_string(),
                 output_type: output_type.to_string(),
             },
-            Self::ProjectList { .. } | Self::VodList => return None,
+            Self::ProjectList { .. } | Self::VodList | Self::Account { .. } => return None,
         })
     }
 
@@ -139,7 +146,7 @@ impl Target {
             Self::SearchImage { .. } => Some(Aspect::Upload),
             Self::Listing { .. } => Some(Aspect::Listing),
             Self::Encode { .. } => Some(Aspect::Encode),
-            Self::ProjectList { .. } | Self::VodList => None,
+            Self::ProjectList { .. } | Self::VodList | Self::Account { .. } => None,
         }
     }
 
@@ -148,6 +155,7 @@ impl Target {
         match self {
             Self::ProjectList { .. } => "project_list",
             Self::VodList => "vod_list",
+            Self::Account { .. } => "account",
             other => other.aspect().expect("state targets have an aspect").as_str(),
         }
     }
@@ -159,7 +167,7 @@ impl Target {
 
     /// Whether the scheduler polls it (list-fed states are not polled on their own).
     pub fn polled(&self) -> bool {
-        !matches!(self, Self::Listing { .. } | Self::Encode { .. })
+        !matches!(self, Self::Listing { .. } | Self::Encode { .. } | Self::Account { .. })
     }
 
     /// Whether it is a discovery target (read every `discovery_interval`).
@@ -176,6 +184,7 @@ impl Target {
                 json!({"kind": "project", "workspace": workspace, "project_id": project_id})
             }
             Self::VodList => json!({"kind": "vod_status_list"}),
+            Self::Account { key_prefix } => json!({"kind": "account", "access_key_prefix": key_prefix}),
             other => crate::event::resource_json(&other.resource().expect("state targets have a resource")),
         }
     }
@@ -338,7 +347,7 @@ impl Target {
                 file_path,
                 output_type: i.get(&output_type),
             },
-            other @ (Self::SearchImage { .. } | Self::VodList) => other,
+            other @ (Self::SearchImage { .. } | Self::VodList | Self::Account { .. }) => other,
         }
     }
 }

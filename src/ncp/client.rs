@@ -15,7 +15,7 @@ use url::Url;
 use super::error::ApiError;
 use super::signer::{self, HEADER_ACCESS_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use super::wire::GatewayError;
-use crate::config::{ApiConfig, Credentials, MediaAssetPath, Secret};
+use crate::config::{ApiConfig, Credentials, Endpoints, MediaAssetPath, Secret};
 use crate::schedule::RateLimiter;
 use crate::text::{error_chain, excerpt};
 
@@ -131,6 +131,93 @@ pub struct NcpClient {
     in_flight: Arc<Semaphore>,
     /// Added to the clock when stamping requests; tests use it to send stale timestamps.
     clock_offset_ms: i64,
+    /// Where the keys came from, named (never shown) when the gateway refuses them.
+    key_sources: Arc<str>,
+    /// Fingerprints of list rows already reported as undecodable, so each is logged once.
+    skipped_seen: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+}
+
+/// The most rows remembered as already reported; past it the memory starts afresh (and a
+/// row still broken is reported once more), so a hostile list cannot grow it without end.
+const MAX_SKIPPED_REMEMBERED: usize = 10_000;
+
+/// The gateway's clock may be this far from ours before a refusal names the skew: the
+/// gateway refuses at five minutes, so four is a warning that comes before the failure.
+const SKEW_WORTH_NAMING: Duration = Duration::from_secs(4 * 60);
+
+/// The longest `Retry-After` obeyed: an answer asking for longer is read as this, so a
+/// wrong or hostile header can neither overflow a deadline nor park a host for years.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// One page of a list as decoded: the rows that decoded, and what was skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListPage<T> {
+    /// The rows that decoded.
+    pub items: Vec<T>,
+    /// How many rows the page had on the wire, decodable or not.
+    pub rows: usize,
+    /// The rows that did not decode.
+    pub skipped: Vec<SkippedRow>,
+    /// The total the page reports (a hint only).
+    pub total: Option<u64>,
+    /// A hash of the page's rows, to notice a server that answers the same page again.
+    pub fingerprint: u64,
+}
+
+/// A list row that could not be observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedRow {
+    /// A hash of the row, so the same broken row is reported once.
+    pub fingerprint: u64,
+    /// What was wrong, with the row's start.
+    pub reason: String,
+}
+
+fn fingerprint(v: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(v)
+}
+
+impl<T> ListPage<T> {
+    /// Decodes each row with `decode`; rows that are not objects or do not decode are
+    /// skipped with the reason.
+    pub(crate) fn from_rows(
+        rows: Vec<Value>,
+        total: Option<u64>,
+        mut decode: impl FnMut(serde_json::Map<String, Value>) -> Result<T, String>,
+    ) -> Self {
+        let count = rows.len();
+        let mut page_hash = Vec::with_capacity(count);
+        let mut items = Vec::with_capacity(count);
+        let mut skipped = Vec::new();
+        for (i, row) in rows.into_iter().enumerate() {
+            let text = row.to_string();
+            let hash = fingerprint(&text);
+            page_hash.push(hash);
+            let result = match row {
+                Value::Object(map) => decode(map),
+                _ => Err("the row is not an object".to_string()),
+            };
+            match result {
+                Ok(item) => items.push(item),
+                Err(why) => skipped.push(SkippedRow {
+                    fingerprint: hash,
+                    reason: format!(
+                        "row {} of the page: {why}; the row starts {:?}",
+                        i + 1,
+                        excerpt(text.as_bytes(), BODY_EXCERPT_BYTES)
+                    ),
+                }),
+            }
+        }
+        Self {
+            items,
+            rows: count,
+            skipped,
+            total,
+            fingerprint: fingerprint(&page_hash),
+        }
+    }
 }
 
 impl NcpClient {
@@ -143,19 +230,52 @@ impl NcpClient {
             .build()
             .map_err(|e| ApiError::Transport(error_chain(&e)))?;
         let per_minute = NonZeroU32::new(api.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
+        let (media_url, vod_url) = endpoints(api, credentials);
         Ok(Self {
             http,
             access_key: credentials.access_key.clone(),
             secret_key: credentials.secret_key.clone(),
-            media_url: api.media_url.clone(),
-            vod_url: api.vod_url.clone(),
+            media_url,
+            vod_url,
             asset_path: api.media_asset_path,
             timeout: api.timeout,
             media_gate: Arc::new(HostGate::new(per_minute)),
             vod_gate: Arc::new(HostGate::new(per_minute)),
             in_flight: Arc::new(Semaphore::new(api.max_in_flight.max(1))),
             clock_offset_ms: 0,
+            key_sources: key_sources(credentials),
+            skipped_seen: Arc::default(),
         })
+    }
+
+    /// Logs each skipped row the first time it is seen (at debug after that).
+    pub(crate) fn report_skipped(&self, list: &str, skipped: &[SkippedRow]) {
+        if skipped.is_empty() {
+            return;
+        }
+        let mut seen = self.skipped_seen.lock().unwrap_or_else(|e| e.into_inner());
+        for row in skipped {
+            if seen.len() >= MAX_SKIPPED_REMEMBERED {
+                seen.clear();
+            }
+            let reason = self.scrub_text(&row.reason);
+            if seen.insert(row.fingerprint) {
+                tracing::warn!(list, reason = %reason, "skipping a list row that does not decode; the other rows are still observed");
+            } else {
+                tracing::debug!(list, reason = %reason, "skipping the undecodable list row again");
+            }
+        }
+    }
+
+    /// `text` with the credentials taken out.
+    fn scrub_text(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for k in [self.access_key.expose(), self.secret_key.expose()] {
+            if !k.is_empty() {
+                out = out.replace(k, "<redacted>");
+            }
+        }
+        out
     }
 
     /// Stamps requests `offset_ms` away from the local clock (to test the gateway's window).
@@ -168,6 +288,7 @@ impl NcpClient {
     pub fn with_credentials(mut self, credentials: &Credentials) -> Self {
         self.access_key = credentials.access_key.clone();
         self.secret_key = credentials.secret_key.clone();
+        self.key_sources = key_sources(credentials);
         self
     }
 
@@ -242,30 +363,28 @@ impl NcpClient {
         let result = async {
             let mut response = request.send().await?;
             let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+            let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok());
+            let retry_after = header(reqwest::header::RETRY_AFTER).and_then(parse_retry_after);
+            let date = header(reqwest::header::DATE).and_then(|d| httpdate::parse_http_date(d).ok());
             let mut bytes = Vec::new();
             while let Some(chunk) = response.chunk().await? {
                 if bytes.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Ok((status, retry_after, None));
+                    return Ok((status, retry_after, date, None));
                 }
                 bytes.extend_from_slice(&chunk);
             }
-            Ok((status, retry_after, Some(bytes)))
+            Ok((status, retry_after, date, Some(bytes)))
         }
         .await;
         let answer = match result {
-            Ok((status, retry_after, Some(bytes))) => {
-                let answer = self.scrub(classify(status, retry_after, &bytes));
+            Ok((status, retry_after, date, Some(bytes))) => {
+                let answer = self.scrub(classify(status, retry_after, &bytes)).map_err(|e| self.explain_refusal(e, date));
                 if let Err(ApiError::RateLimited { retry_after, .. }) = &answer {
                     gate.pause(retry_after.unwrap_or(DEFAULT_HOST_PAUSE));
                 }
                 answer
             }
-            Ok((status, _, None)) => Err(ApiError::Malformed {
+            Ok((status, _, _, None)) => Err(ApiError::Malformed {
                 status: status.as_u16(),
                 reason: format!("body larger than {MAX_BODY_BYTES} bytes"),
             }),
@@ -278,6 +397,44 @@ impl NcpClient {
         metrics::histogram!("ncp_watchd_api_call_duration_seconds", "host" => host.as_str(), "endpoint" => endpoint)
             .record(started.elapsed().as_secs_f64());
         answer
+    }
+
+    /// Adds to a refusal of the key which credential was used and, from the answer's `Date`,
+    /// how far the gateway's clock is from ours when that could be the reason.
+    fn explain_refusal(&self, e: ApiError, date: Option<std::time::SystemTime>) -> ApiError {
+        let ApiError::AuthRefused {
+            status,
+            code,
+            message,
+            hint,
+            ..
+        } = e
+        else {
+            return e;
+        };
+        let mut context = format!("; the request was signed with {}", self.key_sources);
+        if let Some(date) = date {
+            let now = std::time::SystemTime::now();
+            let (ahead, skew) = match date.duration_since(now) {
+                Ok(d) => (true, d),
+                Err(behind) => (false, behind.duration()),
+            };
+            if skew > SKEW_WORTH_NAMING {
+                let skew = Duration::from_secs(skew.as_secs());
+                context.push_str(&format!(
+                    "; the gateway's clock is {} {} this machine's (it refuses requests more than 5 minutes off): fix this machine's clock (NTP)",
+                    humantime::format_duration(skew),
+                    if ahead { "ahead of" } else { "behind" }
+                ));
+            }
+        }
+        ApiError::AuthRefused {
+            status,
+            code,
+            message,
+            hint,
+            context,
+        }
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ApiError {
@@ -312,7 +469,35 @@ impl NcpClient {
     }
 }
 
-/// An error and its sources, joined with `: `.
+/// The base URLs to call: the config's, unless it chose neither a region nor a URL and the
+/// keys came from the NCP CLI's file with an `ncloud_api_url`. A gateway URL of the form
+/// `https://ncloud.apigw.{domain}` gives that domain's Media Intelligence and VOD Station
+/// hosts; any other URL (a proxy, a simulator) serves both APIs itself.
+pub fn endpoints(api: &ApiConfig, credentials: &Credentials) -> (Url, Url) {
+    let from_cli = credentials.api_url.as_ref().filter(|_| api.endpoints == Endpoints::Default);
+    let Some(url) = from_cli else {
+        return (api.media_url.clone(), api.vod_url.clone());
+    };
+    let host = url.host_str().unwrap_or_default();
+    match host.find("apigw.") {
+        Some(i) if url.path() == "/" || url.path().is_empty() => crate::config::gateway_urls(&host[i..]),
+        _ => (url.clone(), url.clone()),
+    }
+}
+
+/// Where each key came from, for a refusal's message.
+fn key_sources(credentials: &Credentials) -> Arc<str> {
+    if credentials.access_key_source == credentials.secret_key_source {
+        format!("the access key and secret key from {}", credentials.access_key_source).into()
+    } else {
+        format!(
+            "the access key from {} and the secret key from {}",
+            credentials.access_key_source, credentials.secret_key_source
+        )
+        .into()
+    }
+}
+
 /// The `endpoint` label of a call, from its path.
 fn endpoint_name(path: &str) -> &'static str {
     if path.ends_with("/import-status") {
@@ -345,14 +530,15 @@ pub fn path(segments: &[&str]) -> String {
 /// `Retry-After` as delay-seconds or an HTTP date.
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
+    let wait = if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
+        // Digits beyond u64 are just a very long wait.
+        value.parse::<u64>().map_or(MAX_RETRY_AFTER, Duration::from_secs)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
         at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Classifies an answer by HTTP status, then by the gateway's errorCode (SPEC §1).
@@ -385,6 +571,7 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) 
         404 => ApiError::NotFound {
             code: error_code,
             message,
+            hint: "",
         },
         429 => ApiError::RateLimited {
             code: error_code,
@@ -409,7 +596,7 @@ fn by_error_code(status: u16, e: GatewayError, retry_after: Option<Duration>) ->
     match code.as_str() {
         "100" => ApiError::BadRequest { code, message },
         "200" | "210" => auth(status, code, message),
-        "300" => ApiError::NotFound { code, message },
+        "300" => ApiError::NotFound { code, message, hint: "" },
         "400" | "410" | "420" => ApiError::RateLimited { code, retry_after },
         "500" | "510" | "900" => ApiError::Server { status, code, message },
         _ => ApiError::Rejected { status, code, message },
@@ -427,6 +614,7 @@ fn auth(status: u16, code: String, message: String) -> ApiError {
         code,
         message,
         hint,
+        context: String::new(),
     }
 }
 
@@ -444,39 +632,59 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(status: u16, value: Value) 
     serde_json::from_value(value).map_err(|e| malformed(status, &format!("unexpected shape ({e})"), text.as_bytes()))
 }
 
-/// Reads every page: stops on an empty page, or on a short page once the reported total
-/// (if any) is reached, or when a page repeats the previous one. The total is a hint only:
-/// the documents send it as a number or a string, and a wrong one must neither stop the
-/// walk early nor make it run forever.
-pub(crate) async fn collect_pages<T, F, Fut>(
-    page_size: u32,
-    key: impl Fn(&T) -> String,
-    mut fetch: F,
-) -> Result<Vec<T>, ApiError>
+/// Reads every page. It stops on an empty page; on a short page once the reported total
+/// (if any) is reached; when a page repeats the previous one (a server that ignores the
+/// page number); [`PAGES_PAST_TOTAL`] pages past the pages the total allows; and at
+/// [`MAX_LIST_ROWS`]. The
+/// total is a hint only: the documents send it as a number or a string, and a wrong one
+/// must neither stop the walk early nor make it run forever. Rows that did not decode
+/// still count toward a page being full.
+pub(crate) async fn collect_pages<T, F, Fut>(page_size: u32, mut fetch: F) -> Result<Vec<T>, ApiError>
 where
     F: FnMut(u32) -> Fut,
-    Fut: Future<Output = Result<(Vec<T>, Option<u64>), ApiError>>,
+    Fut: Future<Output = Result<ListPage<T>, ApiError>>,
 {
-    /// Ten million items at the smallest page size the APIs accept is far past any account.
-    const MAX_PAGES: u32 = 1_000_000;
     let mut all: Vec<T> = Vec::new();
-    let mut previous_first: Option<String> = None;
-    for page in 1..=MAX_PAGES {
-        let (items, total) = fetch(page).await?;
-        let first = items.first().map(&key);
-        if items.is_empty() || (first.is_some() && first == previous_first) {
+    let mut rows_read: u64 = 0;
+    let mut previous: Option<u64> = None;
+    let size = u64::from(page_size.max(1));
+    let mut page: u32 = 1;
+    loop {
+        let got = fetch(page).await?;
+        if got.rows == 0 || previous == Some(got.fingerprint) {
             break;
         }
-        let full = items.len() as u64 >= u64::from(page_size);
-        all.extend(items);
-        let below_total = total.is_some_and(|t| (all.len() as u64) < t);
+        rows_read += got.rows as u64;
+        all.extend(got.items);
+        let full = got.rows as u64 >= size;
+        let below_total = got.total.is_some_and(|t| rows_read < t);
         if !full && !below_total {
             break;
         }
-        previous_first = first;
+        let allowed_pages = got.total.map_or(u64::MAX, |t| t.div_ceil(size) + PAGES_PAST_TOTAL);
+        if rows_read >= MAX_LIST_ROWS || u64::from(page) >= allowed_pages || page == u32::MAX {
+            tracing::warn!(
+                pages = page,
+                rows = rows_read,
+                total = ?got.total,
+                "a list kept answering full pages past its total or the row cap; stopping the walk here"
+            );
+            break;
+        }
+        previous = Some(got.fingerprint);
+        page += 1;
     }
     Ok(all)
 }
+
+/// The most rows one list walk reads: far past any project's assets or any window of
+/// encodes, and a bound on the memory a server that never stops answering can take.
+pub const MAX_LIST_ROWS: u64 = 200_000;
+
+/// How many full pages past the reported total are still read: a total that lags (new
+/// rows arrived during the walk, or the total is simply wrong) must not cut the walk
+/// short, and a server that answers full pages for ever must not hold it for ever.
+pub const PAGES_PAST_TOTAL: u64 = 10;
 
 #[cfg(test)]
 mod tests {
@@ -541,19 +749,19 @@ mod tests {
         assert_eq!(path(&["api", "my ws", "a/b", "é"]), "/api/my%20ws/a%2Fb/%C3%A9");
     }
 
+    fn page_of(items: Vec<u32>, total: Option<u64>) -> ListPage<u32> {
+        let rows = items.iter().map(|i| json!({ "i": i })).collect();
+        ListPage::from_rows(rows, total, |m| Ok(m["i"].as_u64().unwrap() as u32))
+    }
+
     #[tokio::test]
     async fn pagination_stops_at_the_last_page_whatever_the_total_says() {
         // 25 items, pages of 10: the total is right, a string already parsed, too low, too high or absent.
         for total in [Some(25), Some(5), Some(1000), None] {
-            let got = collect_pages(
-                10,
-                |i: &u32| i.to_string(),
-                |page| async move {
-                    let start = (page - 1) * 10;
-                    let items: Vec<u32> = (start..(start + 10).min(25)).collect();
-                    Ok((items, total))
-                },
-            )
+            let got = collect_pages(10, |page| async move {
+                let start = (page - 1) * 10;
+                Ok(page_of((start..(start + 10).min(25)).collect(), total))
+            })
             .await
             .unwrap();
             assert_eq!(got, (0..25).collect::<Vec<_>>(), "total {total:?}");
@@ -562,10 +770,48 @@ mod tests {
 
     #[tokio::test]
     async fn pagination_stops_when_the_server_ignores_the_page_number() {
-        let got = collect_pages(2, |i: &u32| i.to_string(), |_| async { Ok((vec![1, 2], Some(10))) })
+        let got = collect_pages(2, |_| async { Ok(page_of(vec![1, 2], Some(10))) })
             .await
             .unwrap();
         assert_eq!(got, vec![1, 2]);
+    }
+
+    #[tokio::test]
+    async fn pagination_of_endless_distinct_full_pages_stops_past_the_total() {
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let got = collect_pages(2, |page| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move { Ok(page_of(vec![page * 2, page * 2 + 1], Some(6))) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(got.len(), 26, "three pages for the total, ten more to be sure");
+        assert_eq!(calls.into_inner(), 13);
+    }
+
+    #[tokio::test]
+    async fn skipped_rows_still_make_a_page_full() {
+        let got = collect_pages(2, |page| async move {
+            let rows = match page {
+                1 => vec![json!({"i": 1}), json!({"bad": true})],
+                2 => vec![json!({"i": 3})],
+                _ => vec![],
+            };
+            Ok(ListPage::from_rows(rows, None, |m| {
+                m.get("i").and_then(Value::as_u64).map(|i| i as u32).ok_or_else(|| "no i".to_string())
+            }))
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, vec![1, 3]);
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        assert_eq!(parse_retry_after("18446744073709551615"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("99999999999999999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("99999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("-5"), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ApiError {
     /// 401/403, gateway errorCode 200 or 210: the credentials or the subscription.
-    #[error("authentication refused (HTTP {status}, errorCode {code}: {message}); {hint}")]
+    #[error("authentication refused (HTTP {status}, errorCode {code}: {message}); {hint}{context}")]
     AuthRefused {
         /// HTTP status.
         status: u16,
@@ -17,6 +17,9 @@ pub enum ApiError {
         message: String,
         /// What to check.
         hint: &'static str,
+        /// Which credential was used and, when the gateway's clock is far off, by how much
+        /// (never a credential's value); empty until the client adds it.
+        context: String,
     },
     /// 400, errorCode 100.
     #[error("bad request (HTTP 400, errorCode {code}: {message}); check the watch's identifiers")]
@@ -27,12 +30,14 @@ pub enum ApiError {
         message: String,
     },
     /// 404, errorCode 300.
-    #[error("not found (HTTP 404, errorCode {code}: {message}); check the workspace, project and asset ids")]
+    #[error("not found (HTTP 404, errorCode {code}: {message}); check the workspace, project and asset ids{hint}")]
     NotFound {
         /// Gateway errorCode.
         code: String,
         /// Gateway message.
         message: String,
+        /// What else to check, for the endpoint called (empty when nothing more is known).
+        hint: &'static str,
     },
     /// 429, errorCode 400/410/420.
     #[error("rate limited (HTTP 429, errorCode {code}){}", retry_after.map(|d| format!("; retry after {}s", d.as_secs())).unwrap_or_default())]
@@ -113,9 +118,18 @@ impl ApiError {
         matches!(self, Self::RateLimited { .. })
     }
 
-    /// Whether the watch is failing at once rather than after repeated failures.
+    /// Whether the watch is failing at once rather than after repeated failures: a bad
+    /// request will not get better by itself, nor will a missing permission.
     pub fn fails_watch_at_once(&self) -> bool {
-        matches!(self, Self::AuthRefused { .. })
+        matches!(self, Self::BadRequest { .. } | Self::AuthRefused { .. })
+    }
+
+    /// Whether the account's key itself was refused (errorCode 200, or a 401 naming no
+    /// code): every watch is affected alike, so it is one `account.failing`, not one
+    /// `watch.failing` per watch. A permission refusal (210) concerns one API and stays
+    /// with the watch.
+    pub fn is_account_failure(&self) -> bool {
+        matches!(self, Self::AuthRefused { code, .. } if code != "210")
     }
 
     /// A short name of the class, for metrics and logs.

@@ -3,7 +3,8 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::client::{Host, NcpClient, collect_pages, decode, path};
+use super::client::{Host, ListPage, NcpClient, collect_pages, decode, path};
+use crate::config::MediaAssetPath;
 use super::error::ApiError;
 use super::wire;
 use crate::watch::{Aspect, LISTED, Observation, Resource};
@@ -106,12 +107,12 @@ pub struct AssetSummary {
     pub raw: Map<String, Value>,
 }
 
-/// One page of the asset list.
+/// One page of the asset list as the wire has it, rows undecoded.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssetPage {
-    /// The entries.
-    #[serde(default)]
+    /// The entries (`null` is an empty page).
+    #[serde(default, deserialize_with = "wire::rows")]
     pub content: Vec<Value>,
     /// Total asset count.
     #[serde(default, deserialize_with = "wire::opt_u64")]
@@ -157,6 +158,16 @@ fn typed<T: serde::de::DeserializeOwned>(
 
 /// The `result` of a Media Intelligence envelope, or the refusal its `code` says.
 pub fn envelope_result(body: Value) -> Result<Value, ApiError> {
+    // Media Intelligence also refuses with its own `responseError{code,message}`.
+    if body.get("responseError").is_some_and(Value::is_object)
+        && let Some(e) = wire::GatewayError::parse(&body)
+    {
+        return Err(ApiError::Rejected {
+            status: 200,
+            code: e.code,
+            message: e.message,
+        });
+    }
     let code = match body.get("code") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -211,6 +222,8 @@ impl ImportStatus {
             aspect: Aspect::Import,
             status: self.upload_status.clone(),
             percent: None,
+            changed_at_ms: None,
+            awaiting_file: false,
             detail: detail(&self.raw, &["videoId", "uploadStatus"]),
         }
     }
@@ -228,6 +241,8 @@ impl AnalysisStatus {
             aspect: Aspect::Analysis,
             status: self.status.clone(),
             percent: None,
+            changed_at_ms: None,
+            awaiting_file: false,
             detail: detail(&self.raw, &["assetId", "status"]),
         }
     }
@@ -243,6 +258,9 @@ impl SearchImageStatus {
             aspect: Aspect::Upload,
             status: self.upload_status.clone(),
             percent: None,
+            changed_at_ms: None,
+            // The file is not in Object Storage (yet): NCP says FAILED with this message.
+            awaiting_file: self.upload_status == "FAILED" && self.upload_message.as_deref() == Some("FILE_NOT_EXIST"),
             detail: detail(&self.raw, &["uploadStatus"]),
         }
     }
@@ -260,6 +278,8 @@ impl AssetSummary {
             aspect: Aspect::Listing,
             status: LISTED.to_string(),
             percent: None,
+            changed_at_ms: None,
+            awaiting_file: false,
             detail: detail(&self.raw, &["assetId"]),
         }
     }
@@ -268,6 +288,24 @@ impl AssetSummary {
 /// Decodes an import-status answer.
 pub fn decode_import_status(body: Value) -> Result<ImportStatus, ApiError> {
     typed(envelope_result(body)?, |t: &mut ImportStatus, raw| t.raw = raw)
+}
+
+/// Decodes an import-status answer to a question about `asset_id`: an answer about
+/// another asset is malformed, never an observation of this one. (The newer `assets`
+/// path leaves `videoId` out; then there is nothing to compare.)
+pub fn decode_import_status_of(body: Value, asset_id: &str) -> Result<ImportStatus, ApiError> {
+    let status = decode_import_status(body)?;
+    match status.video_id.as_deref() {
+        Some(id) if id != asset_id => Err(ApiError::Malformed {
+            status: 200,
+            reason: format!(
+                "the answer is about asset {} but asset {} was asked for",
+                id.escape_default(),
+                asset_id.escape_default()
+            ),
+        }),
+        _ => Ok(status),
+    }
 }
 
 /// Decodes an analysis-status answer.
@@ -280,14 +318,19 @@ pub fn decode_search_image_status(body: Value) -> Result<SearchImageStatus, ApiE
     typed(envelope_result(body)?, |t: &mut SearchImageStatus, raw| t.raw = raw)
 }
 
-/// Decodes one page of the asset list.
-pub fn decode_asset_page(body: Value) -> Result<(Vec<AssetSummary>, AssetPage), ApiError> {
+/// Decodes one page of the asset list. An entry that does not decode (no `assetId`, an id
+/// that is not a positive integer) is skipped and reported; the others are kept.
+pub fn decode_asset_page(body: Value) -> Result<ListPage<AssetSummary>, ApiError> {
     let page: AssetPage = decode(200, envelope_result(body)?)?;
-    let mut assets = Vec::with_capacity(page.content.len());
-    for entry in &page.content {
-        assets.push(typed(entry.clone(), |t: &mut AssetSummary, raw| t.raw = raw)?);
-    }
-    Ok((assets, page))
+    Ok(ListPage::from_rows(page.content, page.total_count, |map| {
+        let mut a: AssetSummary =
+            serde_json::from_value(Value::Object(map.clone())).map_err(|e| e.to_string())?;
+        if !crate::config::is_positive_integer(&a.asset_id) {
+            return Err("`assetId` is not a positive integer".to_string());
+        }
+        a.raw = map;
+        Ok(a)
+    }))
 }
 
 /// Decodes a register answer.
@@ -314,7 +357,22 @@ impl NcpClient {
             asset_id,
             "import-status",
         ]);
-        decode_import_status(self.get(Host::Media, &p, &[]).await?)
+        match self.get(Host::Media, &p, &[]).await {
+            Ok(body) => decode_import_status_of(body, asset_id),
+            Err(ApiError::NotFound { code, message, .. }) => Err(ApiError::NotFound {
+                code,
+                message,
+                hint: match self.asset_path {
+                    MediaAssetPath::VideoAssets => {
+                        "; if they are right, the account may use the newer path: set [api] media_asset_path = \"assets\""
+                    }
+                    MediaAssetPath::Assets => {
+                        "; if they are right, the account may use the documented path: set [api] media_asset_path = \"video-assets\""
+                    }
+                },
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// The analysis status of one asset.
@@ -353,7 +411,7 @@ impl NcpClient {
         project_id: &str,
         page_num: u32,
         page_size: u32,
-    ) -> Result<(Vec<AssetSummary>, AssetPage), ApiError> {
+    ) -> Result<ListPage<AssetSummary>, ApiError> {
         let p = path(&["api", "v1", "workspaces", workspace, "projects", project_id, "assets"]);
         let query = [
             ("pageNum", page_num.to_string()),
@@ -362,18 +420,16 @@ impl NcpClient {
         decode_asset_page(self.get(Host::Media, &p, &query).await?)
     }
 
-    /// Every asset of a project, page by page.
+    /// Every asset of a project, page by page; entries that do not decode are logged once
+    /// and skipped.
     pub async fn list_assets(&self, workspace: &str, project_id: &str) -> Result<Vec<AssetSummary>, ApiError> {
-        collect_pages(
-            MAX_ASSET_PAGE_SIZE,
-            |a: &AssetSummary| a.asset_id.clone(),
-            |page| async move {
-                let (assets, meta) = self
-                    .asset_page(workspace, project_id, page, MAX_ASSET_PAGE_SIZE)
-                    .await?;
-                Ok((assets, meta.total_count))
-            },
-        )
+        collect_pages(MAX_ASSET_PAGE_SIZE, |page| async move {
+            let page = self
+                .asset_page(workspace, project_id, page, MAX_ASSET_PAGE_SIZE)
+                .await?;
+            self.report_skipped("asset list", &page.skipped);
+            Ok(page)
+        })
         .await
     }
 

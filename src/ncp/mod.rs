@@ -13,5 +13,5 @@ pub mod signer;
 pub mod vod;
 pub mod wire;
 
-pub use client::{Host, NcpClient};
+pub use client::{Host, ListPage, NcpClient, SkippedRow, endpoints};
 pub use error::{ApiError, Retry};

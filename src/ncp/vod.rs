@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::client::{Host, NcpClient, collect_pages, decode, path};
+use super::client::{Host, ListPage, NcpClient, collect_pages, decode, path};
 use super::error::ApiError;
 use super::wire;
 use crate::watch::{Aspect, Observation, Resource};
@@ -47,11 +47,11 @@ pub struct VodEncode {
     pub raw: Map<String, Value>,
 }
 
-/// One page of the status list.
+/// One page of the status list as the wire has it, rows undecoded.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct VodPage {
-    /// Entries.
-    #[serde(default)]
+    /// Entries (`null` is an empty page).
+    #[serde(default, deserialize_with = "wire::rows")]
     pub content: Vec<Value>,
     /// Total encodes (a number or a string; not to be trusted for paging).
     #[serde(default, deserialize_with = "wire::opt_u64")]
@@ -72,6 +72,8 @@ impl VodEncode {
             aspect: Aspect::Encode,
             status: self.status.clone(),
             percent: self.percent,
+            changed_at_ms: self.last_work_time.as_ref().and_then(wire::ApiTime::epoch_ms),
+            awaiting_file: false,
             detail: Value::Object(
                 self.raw
                     .iter()
@@ -82,28 +84,67 @@ impl VodEncode {
         }
     }
 
+    /// Why this row cannot be an item, if it cannot: its identity must be usable in a
+    /// subject (no empty, `.` or `..` part, no control character).
+    fn unusable(&self) -> Option<&'static str> {
+        let bad = |s: &str| s.is_empty() || s.chars().any(char::is_control);
+        if bad(&self.category_id) || self.category_id.contains('/') {
+            Some("`categoryId` is empty or not an id")
+        } else if bad(&self.output_type) || self.output_type.contains('/') {
+            Some("`outputType` is empty or not a name")
+        } else if bad(&self.file_path) || self.file_path.split('/').any(|seg| seg == "." || seg == "..") {
+            Some("`filePath` is empty or has a `.` or `..` segment")
+        } else {
+            None
+        }
+    }
+
     /// The identity of an encode output: (category id, file path, output type).
     pub fn key(&self) -> String {
         format!("{}\u{0}{}\u{0}{}", self.category_id, self.file_path, self.output_type)
     }
 }
 
-/// Decodes one page of the status list.
-pub fn decode_vod_page(body: Value) -> Result<(Vec<VodEncode>, VodPage), ApiError> {
+/// Decodes one page of the status list. A row that does not decode (a null `filePath`,
+/// an unknown shape) is skipped and reported, and the other rows are kept: only a body
+/// that does not decode as a whole is an error.
+pub fn decode_vod_page(body: Value) -> Result<ListPage<VodEncode>, ApiError> {
     let page: VodPage = decode(200, body)?;
-    let mut encodes = Vec::with_capacity(page.content.len());
-    for entry in &page.content {
-        let Value::Object(map) = entry else {
-            return Err(ApiError::Malformed {
-                status: 200,
-                reason: "a `content` entry is not an object".into(),
-            });
-        };
-        let mut e: VodEncode = decode(200, entry.clone())?;
-        e.raw = map.clone();
-        encodes.push(e);
+    Ok(ListPage::from_rows(page.content, page.total, |map| {
+        let mut e: VodEncode =
+            serde_json::from_value(Value::Object(map.clone())).map_err(|e| e.to_string())?;
+        if let Some(why) = e.unusable() {
+            return Err(why.to_string());
+        }
+        e.raw = map;
+        Ok(e)
+    }))
+}
+
+/// The newest job of each encode output, in list order of first appearance.
+///
+/// The status list has no job id: a retry after FAILURE or a re-upload under the same
+/// name lists a second row for the same (category, file, output type). The newest job is
+/// the one with the latest `lastWorkTime`; among equal (or unreadable) times, the later
+/// row in the list.
+pub fn newest_jobs(encodes: Vec<VodEncode>) -> Vec<VodEncode> {
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<VodEncode> = Vec::with_capacity(encodes.len());
+    for e in encodes {
+        match index.get(&e.key()) {
+            Some(&i) => {
+                let time = |x: &VodEncode| x.last_work_time.as_ref().and_then(wire::ApiTime::epoch_ms);
+                if time(&e) >= time(&out[i]) {
+                    out[i] = e;
+                }
+            }
+            None => {
+                index.insert(e.key(), out.len());
+                out.push(e);
+            }
+        }
     }
-    Ok((encodes, page))
+    out
 }
 
 impl NcpClient {
@@ -114,7 +155,9 @@ impl NcpClient {
         page_size_no: u32,
         from_ms: i64,
         to_ms: i64,
-    ) -> Result<(Vec<VodEncode>, VodPage), ApiError> {
+    ) -> Result<ListPage<VodEncode>, ApiError> {
+        // NCP refuses a reversed window; never send one, whatever the clock did.
+        let from_ms = from_ms.min(to_ms);
         let query = [
             ("pageNo", page_no.to_string()),
             ("pageSizeNo", page_size_no.max(MIN_PAGE_SIZE).to_string()),
@@ -124,11 +167,13 @@ impl NcpClient {
         decode_vod_page(self.get(Host::Vod, &path(&["api", "v2", "status"]), &query).await?)
     }
 
-    /// Every encode started between `from_ms` and `to_ms`, page by page.
+    /// Every encode started between `from_ms` and `to_ms`, page by page; rows that do
+    /// not decode are logged once and skipped.
     pub async fn vod_statuses(&self, from_ms: i64, to_ms: i64) -> Result<Vec<VodEncode>, ApiError> {
-        collect_pages(PAGE_SIZE, VodEncode::key, |page| async move {
-            let (encodes, meta) = self.vod_page(page, PAGE_SIZE, from_ms, to_ms).await?;
-            Ok((encodes, meta.total))
+        collect_pages(PAGE_SIZE, |page| async move {
+            let page = self.vod_page(page, PAGE_SIZE, from_ms, to_ms).await?;
+            self.report_skipped("VOD status list", &page.skipped);
+            Ok(page)
         })
         .await
     }

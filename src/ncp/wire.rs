@@ -173,6 +173,32 @@ impl ApiTime {
     }
 }
 
+impl ApiTime {
+    /// Epoch milliseconds, when the form says; a zone-less time is read as UTC, which
+    /// keeps times of one API comparable with each other (the only use made of them).
+    pub fn epoch_ms(&self) -> Option<i64> {
+        match self {
+            Self::Zoned(t) => Some(t.timestamp_millis()),
+            Self::Local(t) => Some(t.and_utc().timestamp_millis()),
+            Self::EpochMillis(ms) => Some(*ms),
+            Self::Other(_) => None,
+        }
+    }
+}
+
+/// The rows of a list page: `null` or a missing key is an empty page (NCP answers an
+/// empty page with `"content": null`); anything but an array is a shape error.
+pub fn rows<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(rows) => Ok(rows),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a list of rows, found {}",
+            kind(&other)
+        ))),
+    }
+}
+
 /// Decodes an optional [`ApiTime`].
 pub fn opt_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ApiTime>, D::Error> {
     Ok(match Value::deserialize(d)? {
@@ -208,6 +234,14 @@ impl GatewayError {
                 message = format!("{message} ({details})");
             }
             return Some(Self { code, message });
+        }
+        // Media Intelligence's own refusals: `{"responseError":{"code","message"}}`, on its
+        // own or beside an envelope.
+        if let Some(e) = body.get("responseError").filter(|e| e.is_object()) {
+            return Some(Self {
+                code: text(e.get("code").or_else(|| e.get("errorCode"))),
+                message: text(e.get("message")),
+            });
         }
         if body.get("code").is_some() {
             return Some(Self {

@@ -43,8 +43,9 @@ pub fn slack_body(event: &CloudEvent) -> String {
 pub fn slack_text(e: &CloudEvent) -> String {
     let d = &e.data;
     let icon = match e.event_type.as_str() {
-        "watch.failing" => ":rotating_light:",
-        "watch.recovered" => ":white_check_mark:",
+        "watch.failing" | "account.failing" => ":rotating_light:",
+        "watch.recovered" | "account.recovered" => ":white_check_mark:",
+        "watch.stalled" => ":zzz:",
         "project.asset.discovered" => ":new:",
         "vod.encode.progress" => ":hourglass_flowing_sand:",
         _ if d.terminal && is_success(&d.current) => ":white_check_mark:",
@@ -54,8 +55,9 @@ pub fn slack_text(e: &CloudEvent) -> String {
     let name = d.watch.as_deref().map(|w| format!(" {w}")).unwrap_or_default();
     let change = match (&d.previous, e.event_type.as_str()) {
         (_, "project.asset.discovered") => "discovered".to_string(),
-        (_, "watch.failing") => "failing".to_string(),
-        (_, "watch.recovered") => "recovered".to_string(),
+        (_, "watch.failing" | "account.failing") => "failing".to_string(),
+        (_, "watch.recovered" | "account.recovered") => "recovered".to_string(),
+        (_, "watch.stalled") => format!("stalled at {}", d.current),
         (Some(p), _) if p != &d.current => format!("{p} → {}", d.current),
         _ => d.current.clone(),
     };

@@ -84,4 +84,16 @@ pub const ALL: &[&str] = &[
         since_ms INTEGER NOT NULL
     );
     ",
+    // 3: field behaviour (SPEC §8): when each item was first watched (upload grace, the VOD
+    // window's reach), whether it is stalled, and the API's own time of the status followed
+    // (the newest VOD job). Lists read before this version count as read, so a `baseline`
+    // added later does not swallow the first new items.
+    "
+    ALTER TABLE items ADD COLUMN since_ms INTEGER;
+    ALTER TABLE items ADD COLUMN stalled INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE items ADD COLUMN changed_at_ms INTEGER;
+    UPDATE items SET since_ms = COALESCE(last_change_ms, last_polled_ms);
+    UPDATE items SET status = 'READ'
+        WHERE kind IN ('project_list', 'vod_list') AND status IS NULL AND last_polled_ms IS NOT NULL AND failures = 0;
+    ",
 ];

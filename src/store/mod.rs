@@ -88,6 +88,12 @@ pub struct ItemRow {
     pub last_polled_ms: Option<i64>,
     /// Last status change, epoch milliseconds.
     pub last_change_ms: Option<i64>,
+    /// When the item was first watched or seen, epoch milliseconds.
+    pub since_ms: Option<i64>,
+    /// Whether `watch.stalled` was emitted for the item's current status.
+    pub stalled: bool,
+    /// When the API says the followed status was reached (the VOD job's `lastWorkTime`).
+    pub changed_at_ms: Option<i64>,
 }
 
 /// An event to append to the outbox.
@@ -139,7 +145,7 @@ pub struct DynamicWatch {
 
 /// Item columns, in `ItemRow` field order.
 const ITEM_COLUMNS: &str = "key, kind, subject, watch, params, origin, active, status, percent, terminal, \
-                            next_due_ms, failures, failing, last_error, last_polled_ms, last_change_ms";
+                            next_due_ms, failures, failing, last_error, last_polled_ms, last_change_ms, since_ms, stalled, changed_at_ms";
 
 /// An outbox row from `seq, id, type, subject, body, created_ms`.
 fn outbox_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
@@ -185,6 +191,9 @@ fn item_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ItemRow> {
         last_error: r.get(13)?,
         last_polled_ms: r.get(14)?,
         last_change_ms: r.get(15)?,
+        since_ms: r.get(16)?,
+        stalled: r.get(17)?,
+        changed_at_ms: r.get(18)?,
     })
 }
 
@@ -307,12 +316,13 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut upsert = tx.prepare_cached(&format!(
-                "INSERT INTO items ({ITEM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+                "INSERT INTO items ({ITEM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
                  ON CONFLICT(key) DO UPDATE SET kind = excluded.kind, subject = excluded.subject, watch = excluded.watch, \
                  params = excluded.params, origin = excluded.origin, active = excluded.active, status = excluded.status, \
                  percent = excluded.percent, terminal = excluded.terminal, next_due_ms = excluded.next_due_ms, \
                  failures = excluded.failures, failing = excluded.failing, last_error = excluded.last_error, \
-                 last_polled_ms = excluded.last_polled_ms, last_change_ms = excluded.last_change_ms"
+                 last_polled_ms = excluded.last_polled_ms, last_change_ms = excluded.last_change_ms, \
+                 since_ms = excluded.since_ms, stalled = excluded.stalled, changed_at_ms = excluded.changed_at_ms"
             ))?;
             for i in items {
                 upsert.execute(params![
@@ -331,7 +341,10 @@ impl Store {
                     i.failing,
                     i.last_error,
                     i.last_polled_ms,
-                    i.last_change_ms
+                    i.last_change_ms,
+                    i.since_ms,
+                    i.stalled,
+                    i.changed_at_ms
                 ])?;
             }
             let mut detail = tx.prepare_cached("UPDATE items SET detail = ?2 WHERE key = ?1")?;

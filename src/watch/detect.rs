@@ -91,6 +91,8 @@ mod tests {
             aspect,
             status: status.into(),
             percent,
+            changed_at_ms: None,
+            awaiting_file: false,
             detail: serde_json::Value::Null,
         }
     }

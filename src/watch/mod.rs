@@ -173,6 +173,11 @@ pub struct Observation {
     pub status: String,
     /// Encode progress in percent, when the API gave it.
     pub percent: Option<f64>,
+    /// When the API says this status was reached (VOD `lastWorkTime`), epoch milliseconds.
+    pub changed_at_ms: Option<i64>,
+    /// Whether the API says the file is not in Object Storage yet (a search image's
+    /// FAILED + FILE_NOT_EXIST), which is not final while the watch is young.
+    pub awaiting_file: bool,
     /// The API's own fields besides identity and status, for the event's `detail`.
     pub detail: serde_json::Value,
 }

@@ -111,7 +111,7 @@ async fn the_newer_asset_path_revision_is_used_when_configured() {
 #[tokio::test]
 async fn lists_are_paged_to_the_end() {
     let mut scenario = String::new();
-    for i in 0..2345 {
+    for i in 1..=2345 {
         scenario.push_str(&format!("[[video_asset]]\nworkspace = \"w\"\nproject_id = \"1\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n"));
     }
     for i in 0..250 {

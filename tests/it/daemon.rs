@@ -88,7 +88,7 @@ upload = [{ at = "0s", status = "COMPLETED" }]
 
 [[search_image]]
 asset_key = "s2.jpg"
-upload = [{ at = "0s", status = "FAILED", message = "FILE_NOT_EXIST" }]
+upload = [{ at = "0s", status = "FAILED", message = "OVER_SIZE_LIMIT" }]
 
 [[vod]]
 category_id = "7"
@@ -395,7 +395,7 @@ async fn a_restart_neither_repeats_nor_misses_a_transition() {
 async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_flight() {
     let assets = 6;
     let mut scenario = String::new();
-    for i in 0..assets {
+    for i in 1..=assets {
         scenario.push_str(&format!(
             "[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"S0\" }}]\n"
         ));
@@ -422,14 +422,14 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_fli
             let mut step = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 step += 1;
-                for i in 0..assets {
+                for i in 1..=assets {
                     if fastrand::u8(0..3) == 0 {
                         set_import(&sim, &i.to_string(), &format!("S{step}"));
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(fastrand::u64(20..80))).await;
             }
-            for i in 0..assets {
+            for i in 1..=assets {
                 set_import(&sim, &i.to_string(), "COMPLETED");
             }
         })
@@ -446,7 +446,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_fli
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     churn.await.unwrap();
     daemon.wait_started().await;
-    let subjects: Vec<String> = (0..assets)
+    let subjects: Vec<String> = (1..=assets)
         .map(|i| format!("workspaces/ws/projects/1/video-assets/{i}"))
         .collect();
     daemon
@@ -498,7 +498,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_fli
 async fn under_backlog_the_daemon_spends_its_quota_and_never_more() {
     let mut scenario = String::new();
     let mut watches = String::new();
-    for i in 0..40 {
+    for i in 1..=40 {
         scenario.push_str(&format!(
             "[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"9\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n"
         ));

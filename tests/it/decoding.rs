@@ -43,15 +43,13 @@ fn the_import_status_example_decodes() {
 
 #[test]
 fn the_asset_list_example_decodes_with_zone_less_times() {
-    let (assets, page) = decode_asset_page(fixture("media-asset-list")).unwrap();
+    let page = decode_asset_page(fixture("media-asset-list")).unwrap();
+    let assets = &page.items;
     assert_eq!(
         assets.iter().map(|a| a.asset_id.as_str()).collect::<Vec<_>>(),
         ["1001", "1002", "1003"]
     );
-    assert_eq!(
-        (page.total_count, page.total_page, page.page_no, page.page_size),
-        (Some(3), Some(1), Some(1), Some(100))
-    );
+    assert_eq!((page.total, page.rows, page.skipped.len()), (Some(3), 3, 0));
     assert_eq!(assets[1].file_name.as_deref(), Some("sample-video-two.mp4"));
     assert_eq!(assets[1].project_id.as_deref(), Some("1234"));
     assert_eq!(assets[2].meta_data.as_ref().unwrap().size, Some(76597066));
@@ -78,7 +76,8 @@ fn the_register_example_decodes() {
 
 #[test]
 fn the_vod_example_decodes_despite_its_trailing_comma_and_mistyped_fields() {
-    let (encodes, page) = decode_vod_page(fixture("vodstation-category-status-list")).unwrap();
+    let page = decode_vod_page(fixture("vodstation-category-status-list")).unwrap();
+    let encodes = &page.items;
     assert_eq!(page.total, Some(1));
     let e = &encodes[0];
     assert_eq!(e.category_id, "10019");
@@ -110,7 +109,8 @@ fn vod_fields_typed_as_the_table_says_decode_too() {
         }],
         "total": "1"
     });
-    let (encodes, page) = decode_vod_page(answer(body)).unwrap();
+    let page = decode_vod_page(answer(body)).unwrap();
+    let encodes = &page.items;
     assert_eq!(page.total, Some(1));
     let e = &encodes[0];
     assert_eq!(e.output_type, "3");
@@ -141,8 +141,8 @@ fn media_variants_decode_ids_as_strings_and_unknown_statuses_as_new_states() {
     assert!(a.observation("w", "p", "77").terminal());
 
     let body = json!({"code": "0", "result": {"content": [{"assetId": "1001"}], "totalCount": "1"}});
-    let (assets, page) = decode_asset_page(answer(body)).unwrap();
-    assert_eq!((assets[0].asset_id.as_str(), page.total_count), ("1001", Some(1)));
+    let page = decode_asset_page(answer(body)).unwrap();
+    assert_eq!((page.items[0].asset_id.as_str(), page.total), ("1001", Some(1)));
 }
 
 #[test]
@@ -167,8 +167,12 @@ fn bodies_missing_required_fields_are_malformed() {
             "{body}"
         );
     }
-    let body = json!({"content": [{"categoryId": 1, "filePath": "a"}], "total": 1});
-    assert!(matches!(decode_vod_page(answer(body)), Err(ApiError::Malformed { .. })));
+    for body in [json!({"content": {"rows": []}}), json!([1, 2]), json!({"content": "none"})] {
+        assert!(
+            matches!(decode_vod_page(answer(body.clone())), Err(ApiError::Malformed { .. })),
+            "{body}"
+        );
+    }
     assert!(matches!(
         classify(StatusCode::OK, None, b"<html>maintenance</html>"),
         Err(ApiError::Malformed { .. })
@@ -208,4 +212,68 @@ fn a_gateway_error_body_of_each_class_is_classified() {
         e.to_string().contains("subscribe"),
         "a 210 says to check the subscription: {e}"
     );
+}
+
+#[test]
+fn one_bad_row_is_skipped_and_the_rest_of_the_page_observed() {
+    let body = json!({"content": [
+        {"categoryId": 1, "filePath": "a"},
+        {"categoryId": 1, "filePath": null, "outputType": "hls", "status": "RUNNING"},
+        "not a row",
+        {"categoryId": 1, "filePath": "../x", "outputType": "hls", "status": "RUNNING"},
+        {"categoryId": 1, "filePath": "ok.mp4", "outputType": "hls", "status": "RUNNING", "percent": 5},
+    ], "total": 5});
+    let page = decode_vod_page(answer(body)).unwrap();
+    assert_eq!(page.rows, 5);
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].file_path, "ok.mp4");
+    assert_eq!(page.skipped.len(), 4);
+    assert!(page.skipped[1].reason.contains("row 2"), "{:?}", page.skipped[1]);
+
+    let body = json!({"code": "0", "result": {"content": [{"fileName": "no id"}, {"assetId": "."}, {"assetId": 0}, {"assetId": 12}], "totalCount": 4}});
+    let page = decode_asset_page(answer(body)).unwrap();
+    assert_eq!(page.items.iter().map(|a| a.asset_id.as_str()).collect::<Vec<_>>(), ["12"]);
+    assert_eq!(page.skipped.len(), 3);
+}
+
+#[test]
+fn a_null_list_is_an_empty_list() {
+    let page = decode_vod_page(answer(json!({"content": null, "total": 0}))).unwrap();
+    assert_eq!((page.rows, page.items.len()), (0, 0));
+    let page = decode_asset_page(answer(json!({"code": "0", "result": {"content": null, "totalCount": 0}}))).unwrap();
+    assert_eq!((page.rows, page.items.len()), (0, 0));
+}
+
+#[test]
+fn media_intelligence_error_bodies_of_each_shape_reach_the_error() {
+    for body in [
+        r#"{"code":"4001","message":"asset is gone"}"#,
+        r#"{"responseError":{"code":"4001","message":"asset is gone"}}"#,
+    ] {
+        let e = classify(StatusCode::from_u16(404).unwrap(), None, body.as_bytes()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("4001") && text.contains("asset is gone"), "{body}: {text}");
+        let e = classify(StatusCode::from_u16(400).unwrap(), None, body.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("asset is gone"), "{body}: {e}");
+    }
+}
+
+#[test]
+fn the_newest_job_of_an_output_is_followed() {
+    let row = |time: &str, status: &str| {
+        json!({"categoryId": 1, "filePath": "a.mp4", "outputType": "hls", "status": status, "lastWorkTime": time})
+    };
+    for rows in [
+        vec![row("2026-12-01T10:00:00+0900", "FAILURE"), row("2026-12-01T10:05:00+0900", "RUNNING")],
+        vec![row("2026-12-01T10:05:00+0900", "RUNNING"), row("2026-12-01T10:00:00+0900", "FAILURE")],
+    ] {
+        let page = decode_vod_page(answer(json!({"content": rows}))).unwrap();
+        let newest = ncp_watchd::ncp::vod::newest_jobs(page.items);
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].status, "RUNNING");
+    }
+    // Equal times: the later row in the list.
+    let rows = vec![row("2026-12-01T10:00:00+0900", "FAILURE"), row("2026-12-01T10:00:00+0900", "WAITING")];
+    let page = decode_vod_page(answer(json!({"content": rows}))).unwrap();
+    assert_eq!(ncp_watchd::ncp::vod::newest_jobs(page.items)[0].status, "WAITING");
 }

@@ -29,6 +29,7 @@ pub fn credentials(access: &str, secret: &str) -> Credentials {
         secret_key: Secret::new(secret),
         access_key_source: CredentialSource::BuiltIn,
         secret_key_source: CredentialSource::BuiltIn,
+        api_url: None,
     }
 }
 

@@ -203,7 +203,7 @@ async fn a_receiver_that_is_down_then_failing_then_slow_gets_everything_in_order
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_deliveries_loses_nothing_and_repeats_only_what_was_in_flight() {
     let mut scenario = String::new();
-    for i in 0..30 {
+    for i in 1..=30 {
         scenario.push_str(&format!("[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n"));
     }
     let sim = sim_with(&scenario, 100_000).await;
