@@ -111,7 +111,12 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
         },
         upload_grace: duration(d, "poll.upload_grace", &p.upload_grace, DEFAULT_UPLOAD_GRACE),
         stall_after: duration(d, "poll.stall_after", &p.stall_after, DEFAULT_STALL_AFTER),
-        stalled_interval: duration(d, "poll.stalled_interval", &p.stalled_interval, DEFAULT_STALLED_INTERVAL),
+        stalled_interval: duration(
+            d,
+            "poll.stalled_interval",
+            &p.stalled_interval,
+            DEFAULT_STALLED_INTERVAL,
+        ),
     };
 
     let watches = watches(&raw, d);
@@ -258,8 +263,14 @@ fn watches(raw: &RawConfig, d: &mut Collector) -> Watches {
     for (i, t) in raw.search_images.iter().enumerate() {
         let key = format!("watch.search_image[{i}]");
         let r = t.get_ref();
-        let asset_key = required_text(d, &key, "asset_key", &r.asset_key, t.span())
-            .filter(|k| object_key(d, &format!("{key}.asset_key"), k, r.asset_key.as_ref().map_or(t.span(), Spanned::span)));
+        let asset_key = required_text(d, &key, "asset_key", &r.asset_key, t.span()).filter(|k| {
+            object_key(
+                d,
+                &format!("{key}.asset_key"),
+                k,
+                r.asset_key.as_ref().map_or(t.span(), Spanned::span),
+            )
+        });
         let name = r.name.as_ref().and_then(|n| non_empty(d, &format!("{key}.name"), n));
         if let Some(asset_key) = asset_key {
             dup(d, format!("search image {asset_key}"), &key, t.span());
@@ -567,7 +578,9 @@ pub fn is_positive_integer(s: &str) -> bool {
 
 /// Whether `s` is a Media Intelligence workspace name: lowercase letters, digits and `-`.
 pub fn is_workspace_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Whether `s` is an object key every segment of which can go into a path and a subject:
@@ -616,7 +629,10 @@ fn duration(d: &mut Collector, key: &str, v: &Field<String>, default: Duration) 
             d.push(
                 v.span(),
                 key,
-                format!("`{}` is too long: the most any duration may be is 10 years", v.get_ref()),
+                format!(
+                    "`{}` is too long: the most any duration may be is 10 years",
+                    v.get_ref()
+                ),
             );
             default
         }

@@ -352,7 +352,13 @@ impl Engine {
             engine.auth_waiting = engine
                 .items
                 .values()
-                .filter(|i| i.active && i.target.polled() && i.last_error.as_deref().is_some_and(|e| e.starts_with(AUTH_REFUSED_PREFIX)))
+                .filter(|i| {
+                    i.active
+                        && i.target.polled()
+                        && i.last_error
+                            .as_deref()
+                            .is_some_and(|e| e.starts_with(AUTH_REFUSED_PREFIX))
+                })
                 .map(|i| i.key.clone())
                 .collect();
         }
@@ -573,8 +579,7 @@ impl Engine {
         self.in_flight.len()
     }
 
-    /// Names the account whose key signs the calls (by its access key id); new credentials
-    /// (a SIGHUP after a key rotation) make every item waiting on a refused key due now.
+    /// Names the account whose key signs the calls (by its access key id).
     pub fn set_account(&mut self, access_key: &str) {
         let prefix: String = access_key.chars().take(ACCOUNT_PREFIX_CHARS).collect();
         let key: Arc<str> = Target::Account {
@@ -582,16 +587,19 @@ impl Engine {
         }
         .key()
         .into();
-        if self.account.as_ref() != Some(&key) && !self.auth_waiting.is_empty() {
-            let now = now_ms();
-            for waiting in std::mem::take(&mut self.auth_waiting) {
-                if let Some(item) = self.items.get_mut(&waiting).filter(|i| i.schedulable()) {
-                    item.next_due_ms = Some(now);
-                    self.queue.push(waiting, now);
-                }
+        self.account = Some(key);
+    }
+
+    /// New credentials (a SIGHUP after a key rotation): every item waiting on a refused key
+    /// is due now, rather than at the end of its long wait.
+    pub fn retry_refused_now(&mut self) {
+        let now = now_ms();
+        for waiting in std::mem::take(&mut self.auth_waiting) {
+            if let Some(item) = self.items.get_mut(&waiting).filter(|i| i.schedulable()) {
+                item.next_due_ms = Some(now);
+                self.queue.push(waiting, now);
             }
         }
-        self.account = Some(key);
     }
 
     /// The start of the VOD list window: `vod_lookback` ago, or earlier, so that every
@@ -742,22 +750,29 @@ impl Engine {
     /// The account item of the key in use, as staged so far.
     fn account_item(&self, staged: &Staged) -> Option<Item> {
         let key = self.account.as_ref()?;
-        staged.items.get(key).or_else(|| self.items.get(key)).cloned().or_else(|| {
-            let prefix = key.strip_prefix("account:accounts/").unwrap_or(key);
-            Some(Item::new(
-                Target::Account {
-                    key_prefix: prefix.into(),
-                },
-                None,
-                Origin::Discovered,
-                None,
-            ))
-        })
+        staged
+            .items
+            .get(key)
+            .or_else(|| self.items.get(key))
+            .cloned()
+            .or_else(|| {
+                let prefix = key.strip_prefix("account:accounts/").unwrap_or(key);
+                Some(Item::new(
+                    Target::Account {
+                        key_prefix: prefix.into(),
+                    },
+                    None,
+                    Origin::Discovered,
+                    None,
+                ))
+            })
     }
 
     /// The gateway refused the key: `account.failing` once, however many watches it hit.
     fn account_refused(&self, e: &ApiError, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
-        let Some(mut account) = self.account_item(staged) else { return };
+        let Some(mut account) = self.account_item(staged) else {
+            return;
+        };
         account.last_polled_ms = Some(now);
         account.last_error = Some(e.to_string().into_boxed_str());
         account.failures = account.failures.saturating_add(1);
@@ -829,7 +844,12 @@ impl Engine {
 
     fn any_account_failing(&self, staged: &Staged) -> bool {
         let failing = |i: &Item| matches!(i.target, Target::Account { .. }) && i.failing;
-        staged.items.values().any(failing) || self.account.as_ref().and_then(|k| self.items.get(k)).is_some_and(failing)
+        staged.items.values().any(failing)
+            || self
+                .account
+                .as_ref()
+                .and_then(|k| self.items.get(k))
+                .is_some_and(failing)
     }
 
     /// Whether `o` says a search image's file is not in Object Storage yet while the watch

@@ -300,6 +300,9 @@ pub async fn run(
                                     }
                                     credentials = new_credentials;
                                     engine.set_account(credentials.access_key.expose());
+                                    if keys_changed {
+                                        engine.retry_refused_now();
+                                    }
                                 }
                                 Err(e) => tracing::error!(error = %e, "cannot rebuild the API client; keeping the old one"),
                             }

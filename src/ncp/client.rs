@@ -378,7 +378,9 @@ impl NcpClient {
         .await;
         let answer = match result {
             Ok((status, retry_after, date, Some(bytes))) => {
-                let answer = self.scrub(classify(status, retry_after, &bytes)).map_err(|e| self.explain_refusal(e, date));
+                let answer = self
+                    .scrub(classify(status, retry_after, &bytes))
+                    .map_err(|e| self.explain_refusal(e, date));
                 if let Err(ApiError::RateLimited { retry_after, .. }) = &answer {
                     gate.pause(retry_after.unwrap_or(DEFAULT_HOST_PAUSE));
                 }
@@ -420,7 +422,8 @@ impl NcpClient {
                 Err(behind) => (false, behind.duration()),
             };
             if skew > SKEW_WORTH_NAMING {
-                let skew = Duration::from_secs(skew.as_secs());
+                // The Date header has whole seconds: round, so 7 minutes reads as 7m.
+                let skew = Duration::from_secs(skew.as_secs_f64().round() as u64);
                 context.push_str(&format!(
                     "; the gateway's clock is {} {} this machine's (it refuses requests more than 5 minutes off): fix this machine's clock (NTP)",
                     humantime::format_duration(skew),
@@ -474,7 +477,10 @@ impl NcpClient {
 /// `https://ncloud.apigw.{domain}` gives that domain's Media Intelligence and VOD Station
 /// hosts; any other URL (a proxy, a simulator) serves both APIs itself.
 pub fn endpoints(api: &ApiConfig, credentials: &Credentials) -> (Url, Url) {
-    let from_cli = credentials.api_url.as_ref().filter(|_| api.endpoints == Endpoints::Default);
+    let from_cli = credentials
+        .api_url
+        .as_ref()
+        .filter(|_| api.endpoints == Endpoints::Default);
     let Some(url) = from_cli else {
         return (api.media_url.clone(), api.vod_url.clone());
     };
@@ -596,7 +602,11 @@ fn by_error_code(status: u16, e: GatewayError, retry_after: Option<Duration>) ->
     match code.as_str() {
         "100" => ApiError::BadRequest { code, message },
         "200" | "210" => auth(status, code, message),
-        "300" => ApiError::NotFound { code, message, hint: "" },
+        "300" => ApiError::NotFound {
+            code,
+            message,
+            hint: "",
+        },
         "400" | "410" | "420" => ApiError::RateLimited { code, retry_after },
         "500" | "510" | "900" => ApiError::Server { status, code, message },
         _ => ApiError::Rejected { status, code, message },
@@ -798,7 +808,10 @@ mod tests {
                 _ => vec![],
             };
             Ok(ListPage::from_rows(rows, None, |m| {
-                m.get("i").and_then(Value::as_u64).map(|i| i as u32).ok_or_else(|| "no i".to_string())
+                m.get("i")
+                    .and_then(Value::as_u64)
+                    .map(|i| i as u32)
+                    .ok_or_else(|| "no i".to_string())
             }))
         })
         .await

@@ -4,9 +4,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::client::{Host, ListPage, NcpClient, collect_pages, decode, path};
-use crate::config::MediaAssetPath;
 use super::error::ApiError;
 use super::wire;
+use crate::config::MediaAssetPath;
 use crate::watch::{Aspect, LISTED, Observation, Resource};
 
 /// The largest `pageSize` the asset list accepts.
@@ -323,8 +323,7 @@ pub fn decode_search_image_status(body: Value) -> Result<SearchImageStatus, ApiE
 pub fn decode_asset_page(body: Value) -> Result<ListPage<AssetSummary>, ApiError> {
     let page: AssetPage = decode(200, envelope_result(body)?)?;
     Ok(ListPage::from_rows(page.content, page.total_count, |map| {
-        let mut a: AssetSummary =
-            serde_json::from_value(Value::Object(map.clone())).map_err(|e| e.to_string())?;
+        let mut a: AssetSummary = serde_json::from_value(Value::Object(map.clone())).map_err(|e| e.to_string())?;
         if !crate::config::is_positive_integer(&a.asset_id) {
             return Err("`assetId` is not a positive integer".to_string());
         }

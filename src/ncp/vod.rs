@@ -111,8 +111,7 @@ impl VodEncode {
 pub fn decode_vod_page(body: Value) -> Result<ListPage<VodEncode>, ApiError> {
     let page: VodPage = decode(200, body)?;
     Ok(ListPage::from_rows(page.content, page.total, |map| {
-        let mut e: VodEncode =
-            serde_json::from_value(Value::Object(map.clone())).map_err(|e| e.to_string())?;
+        let mut e: VodEncode = serde_json::from_value(Value::Object(map.clone())).map_err(|e| e.to_string())?;
         if let Some(why) = e.unusable() {
             return Err(why.to_string());
         }

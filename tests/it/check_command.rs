@@ -543,3 +543,164 @@ async fn a_relative_webhook_secret_file_is_read_from_the_credentials_directory()
     );
     assert!(stdout.contains(&expected), "{stdout}");
 }
+
+#[tokio::test]
+async fn identifiers_that_cannot_be_right_are_rejected_before_anything_is_sent() {
+    let asset = |ws: &str, pid: &str, aid: &str| {
+        format!("[[watch.video_asset]]\nworkspace = {ws}\nproject_id = {pid}\nasset_id = {aid}\n")
+    };
+    let cases: Vec<(String, usize, &str, &str)> = vec![
+        (
+            asset("\"ws\"", "\"..\"", "\".\""),
+            3,
+            "watch.video_asset[0].project_id",
+            "not an id",
+        ),
+        (
+            asset("\"ws\"", "\"1\"", "\".\""),
+            4,
+            "watch.video_asset[0].asset_id",
+            "positive integers",
+        ),
+        (
+            asset("\"ws\"", "\"1\"", "\"a/b\""),
+            4,
+            "watch.video_asset[0].asset_id",
+            "not an id",
+        ),
+        (
+            asset("\"ws\"", "0", "\"5\""),
+            3,
+            "watch.video_asset[0].project_id",
+            "not an id",
+        ),
+        (
+            asset("\"ws\"", "\"12x\"", "\"5\""),
+            3,
+            "watch.video_asset[0].project_id",
+            "not an id",
+        ),
+        (
+            asset("\"My WS\"", "1", "2"),
+            2,
+            "watch.video_asset[0].workspace",
+            "lowercase letters, digits and `-`",
+        ),
+        (
+            asset("\"../ws\"", "1", "2"),
+            2,
+            "watch.video_asset[0].workspace",
+            "not a workspace name",
+        ),
+        (
+            "[[watch.project]]\nworkspace = \"ws\"\nproject_id = \"-3\"\n".to_string(),
+            3,
+            "watch.project[0].project_id",
+            "not an id",
+        ),
+        (
+            "[[watch.search_image]]\nasset_key = \"images//a.jpg\"\n".to_string(),
+            2,
+            "watch.search_image[0].asset_key",
+            "no empty, `.` or `..` segment",
+        ),
+        (
+            "[[watch.search_image]]\nasset_key = \"images/../a.jpg\"\n".to_string(),
+            2,
+            "watch.search_image[0].asset_key",
+            "segment",
+        ),
+    ];
+    for (toml, line, key, needle) in &cases {
+        rejects(toml, *line, key, needle).await;
+    }
+    let (code, _, stderr) = check(
+        &asset("\"my-ws-2\"", "1234", "\"5678\""),
+        &[("NCLOUD_ACCESS_KEY", "a"), ("NCLOUD_SECRET_KEY", "b")],
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[tokio::test]
+async fn a_region_presets_both_hosts_and_explicit_urls_win() {
+    let env = [("NCLOUD_ACCESS_KEY", "a"), ("NCLOUD_SECRET_KEY", "b")];
+    for (region, media, vod) in [
+        (
+            "public",
+            "https://mi.apigw.ntruss.com",
+            "https://vodstation.apigw.ntruss.com",
+        ),
+        (
+            "gov",
+            "https://mi.apigw.gov-ntruss.com",
+            "https://vodstation.apigw.gov-ntruss.com",
+        ),
+        (
+            "fin",
+            "https://mi.apigw.fin-ntruss.com",
+            "https://vodstation.apigw.fin-ntruss.com",
+        ),
+    ] {
+        let (code, stdout, stderr) = check(&format!("{WATCH}[api]\nregion = \"{region}\"\n"), &env).await;
+        assert_eq!(code, 0, "{stderr}");
+        assert!(stdout.contains(&format!("endpoints (region {region})")), "{stdout}");
+        assert!(stdout.contains(&format!("media {media}")), "{stdout}");
+        assert!(stdout.contains(&format!("vod   {vod}")), "{stdout}");
+    }
+    let (_, stdout, _) = check(
+        &format!("{WATCH}[api]\nregion = \"gov\"\nmedia_url = \"https://proxy.internal\"\n"),
+        &env,
+    )
+    .await;
+    assert!(stdout.contains("media https://proxy.internal"), "{stdout}");
+    assert!(
+        stdout.contains("vod   https://vodstation.apigw.gov-ntruss.com"),
+        "{stdout}"
+    );
+    rejects(
+        &format!("{WATCH}[api]\nregion = \"moon\"\n"),
+        4,
+        "api.region",
+        "\"public\" or \"gov\" or \"fin\"",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn field_behaviour_keys_are_validated_and_summarised() {
+    let env = [("NCLOUD_ACCESS_KEY", "a"), ("NCLOUD_SECRET_KEY", "b")];
+    let toml = format!(
+        "{WATCH}[[watch.project]]\nworkspace = \"ws\"\nproject_id = 1\nbaseline = true\n[[watch.vod]]\nbaseline = true\n\
+         [poll]\nupload_grace = \"20m\"\nstall_after = \"2h\"\nstalled_interval = \"30m\"\n"
+    );
+    let (code, stdout, stderr) = check(&toml, &env).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("upload grace 20m, stalled after 2h unchanged, then every 30m"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("+baseline"), "{stdout}");
+    assert!(stdout.contains("every category, baseline"), "{stdout}");
+    rejects(
+        &format!("{WATCH}[poll]\nstall_after = \"soon\"\n"),
+        4,
+        "poll.stall_after",
+        "not a duration",
+    )
+    .await;
+    rejects(
+        &format!("{WATCH}[poll]\nvod_lookback = \"1000000y\"\n"),
+        4,
+        "poll.vod_lookback",
+        "too long",
+    )
+    .await;
+    rejects(
+        &format!("{WATCH}[[watch.vod]]\nbaseline = \"yes\"\n"),
+        4,
+        "watch.vod[0].baseline",
+        "",
+    )
+    .await;
+}

@@ -167,7 +167,11 @@ fn bodies_missing_required_fields_are_malformed() {
             "{body}"
         );
     }
-    for body in [json!({"content": {"rows": []}}), json!([1, 2]), json!({"content": "none"})] {
+    for body in [
+        json!({"content": {"rows": []}}),
+        json!([1, 2]),
+        json!({"content": "none"}),
+    ] {
         assert!(
             matches!(decode_vod_page(answer(body.clone())), Err(ApiError::Malformed { .. })),
             "{body}"
@@ -232,7 +236,10 @@ fn one_bad_row_is_skipped_and_the_rest_of_the_page_observed() {
 
     let body = json!({"code": "0", "result": {"content": [{"fileName": "no id"}, {"assetId": "."}, {"assetId": 0}, {"assetId": 12}], "totalCount": 4}});
     let page = decode_asset_page(answer(body)).unwrap();
-    assert_eq!(page.items.iter().map(|a| a.asset_id.as_str()).collect::<Vec<_>>(), ["12"]);
+    assert_eq!(
+        page.items.iter().map(|a| a.asset_id.as_str()).collect::<Vec<_>>(),
+        ["12"]
+    );
     assert_eq!(page.skipped.len(), 3);
 }
 
@@ -240,7 +247,10 @@ fn one_bad_row_is_skipped_and_the_rest_of_the_page_observed() {
 fn a_null_list_is_an_empty_list() {
     let page = decode_vod_page(answer(json!({"content": null, "total": 0}))).unwrap();
     assert_eq!((page.rows, page.items.len()), (0, 0));
-    let page = decode_asset_page(answer(json!({"code": "0", "result": {"content": null, "totalCount": 0}}))).unwrap();
+    let page = decode_asset_page(answer(
+        json!({"code": "0", "result": {"content": null, "totalCount": 0}}),
+    ))
+    .unwrap();
     assert_eq!((page.rows, page.items.len()), (0, 0));
 }
 
@@ -252,7 +262,10 @@ fn media_intelligence_error_bodies_of_each_shape_reach_the_error() {
     ] {
         let e = classify(StatusCode::from_u16(404).unwrap(), None, body.as_bytes()).unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("4001") && text.contains("asset is gone"), "{body}: {text}");
+        assert!(
+            text.contains("4001") && text.contains("asset is gone"),
+            "{body}: {text}"
+        );
         let e = classify(StatusCode::from_u16(400).unwrap(), None, body.as_bytes()).unwrap_err();
         assert!(e.to_string().contains("asset is gone"), "{body}: {e}");
     }
@@ -260,12 +273,16 @@ fn media_intelligence_error_bodies_of_each_shape_reach_the_error() {
 
 #[test]
 fn the_newest_job_of_an_output_is_followed() {
-    let row = |time: &str, status: &str| {
-        json!({"categoryId": 1, "filePath": "a.mp4", "outputType": "hls", "status": status, "lastWorkTime": time})
-    };
+    let row = |time: &str, status: &str| json!({"categoryId": 1, "filePath": "a.mp4", "outputType": "hls", "status": status, "lastWorkTime": time});
     for rows in [
-        vec![row("2026-12-01T10:00:00+0900", "FAILURE"), row("2026-12-01T10:05:00+0900", "RUNNING")],
-        vec![row("2026-12-01T10:05:00+0900", "RUNNING"), row("2026-12-01T10:00:00+0900", "FAILURE")],
+        vec![
+            row("2026-12-01T10:00:00+0900", "FAILURE"),
+            row("2026-12-01T10:05:00+0900", "RUNNING"),
+        ],
+        vec![
+            row("2026-12-01T10:05:00+0900", "RUNNING"),
+            row("2026-12-01T10:00:00+0900", "FAILURE"),
+        ],
     ] {
         let page = decode_vod_page(answer(json!({"content": rows}))).unwrap();
         let newest = ncp_watchd::ncp::vod::newest_jobs(page.items);
@@ -273,7 +290,10 @@ fn the_newest_job_of_an_output_is_followed() {
         assert_eq!(newest[0].status, "RUNNING");
     }
     // Equal times: the later row in the list.
-    let rows = vec![row("2026-12-01T10:00:00+0900", "FAILURE"), row("2026-12-01T10:00:00+0900", "WAITING")];
+    let rows = vec![
+        row("2026-12-01T10:00:00+0900", "FAILURE"),
+        row("2026-12-01T10:00:00+0900", "WAITING"),
+    ];
     let page = decode_vod_page(answer(json!({"content": rows}))).unwrap();
     assert_eq!(ncp_watchd::ncp::vod::newest_jobs(page.items)[0].status, "WAITING");
 }

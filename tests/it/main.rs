@@ -8,6 +8,7 @@ mod client_against_sim;
 mod daemon;
 mod decoding;
 mod demo_command;
+mod field;
 mod once_command;
 mod ops;
 mod receiver;
