@@ -7,10 +7,34 @@ use std::process::ExitCode;
 use clap::Parser;
 use ncp_watchd::sim::{self, Scenario, SimConfig, SimHandle};
 
-/// Serves NCP's Media Intelligence and VOD Station APIs from a scenario, for trying
-/// ncp-watchd without an NCP account.
+/// One line for `-h`: what the simulator is (clap would otherwise take the package's
+/// description, which describes the daemon).
+const ABOUT: &str = "ncp-sim: a simulator of NCP's Media Intelligence and VOD Station APIs, for trying and testing ncp-watchd without an NCP account";
+
+/// The fuller `--help` text: what it serves, its admin routes and its default credentials.
+const LONG_ABOUT: &str = "\
+ncp-sim: a simulator of NAVER Cloud Platform's Media Intelligence and VOD Station APIs, for
+trying and testing ncp-watchd without an NCP account.
+
+It serves the video asset import and analysis status, asset list, register, search image upload
+status and VOD Station status list endpoints on one address (point both [api] media_url and vod_url
+at it), checks API Gateway signature v2 and the 5-minute timestamp window, enforces a
+calls-per-minute quota with HTTP 429, and plays a scenario: items and the times their
+statuses change (the built-in one when --scenario is absent).
+
+Admin routes (unsigned):
+  GET /_sim/requests, DELETE /_sim/requests   the log of API requests, or clear it
+  POST /_sim/state                            set an item's status now (JSON)
+  POST /_sim/faults, DELETE /_sim/faults      inject faults (errors, malformed bodies, stalls,
+                                              extra rows, repeated pages), or clear them
+  GET /_sim/status                            elapsed time, whether the scenario is done
+
+Default credentials (not secrets; printed at start):
+  access key NCPSIM0ACCESS0KEY, secret key ncp-sim-secret-key-for-local-tries";
+
+/// The simulator's command line.
 #[derive(Debug, Parser)]
-#[command(name = "ncp-sim", version, about)]
+#[command(name = "ncp-sim", version, about = ABOUT, long_about = LONG_ABOUT)]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = sim::DEFAULT_LISTEN)]

@@ -6,6 +6,21 @@
 //! calls-per-minute quota per access key and service with 429 and `Retry-After`, plays a
 //! [`Scenario`], injects faults on request, and keeps a log of every API request so tests
 //! can prove quota compliance. Admin routes live under `/_sim/`.
+//!
+//! It is meant to be at least as hard to please as NCP (SPEC §8):
+//!
+//! - The signature is checked by this module's own implementation, written from the spec
+//!   (the string to sign is rebuilt from the request line exactly as received, and compared
+//!   in constant time), never by calling the client's `ncp::signer`, so a bug the two share
+//!   cannot hide.
+//! - Every response carries a `Date` header from the simulated gateway's clock, which a
+//!   scenario can set ahead or behind ([`Scenario::clock_offset_ms`]); the 5-minute window
+//!   is checked against that clock.
+//! - Scenario options play NCP's field behaviour: `null` content for empty list pages,
+//!   VOD rows newest first, several jobs of one encode identity (re-encodes), and search
+//!   images answering `FAILED` + `FILE_NOT_EXIST` before their file exists.
+//! - Faults ([`FaultAction`]) add Media Intelligence's own error bodies, extra (undecodable)
+//!   rows appended to a list page, and a list that ignores its page number.
 
 mod scenario;
 mod world;
@@ -28,8 +43,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::ncp::signer;
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use sha2::Sha256;
 use world::World;
+
+/// The signature v2 headers (SPEC §1), spelled here rather than borrowed from the client so
+/// that the simulator checks what the spec says, not what the client happens to send.
+const HEADER_TIMESTAMP: &str = "x-ncp-apigw-timestamp";
+/// The access key id header.
+const HEADER_ACCESS_KEY: &str = "x-ncp-iam-access-key";
+/// The signature header.
+const HEADER_SIGNATURE: &str = "x-ncp-apigw-signature-v2";
 
 /// The access key the simulator accepts unless told otherwise (not a secret: printed at start).
 pub const DEFAULT_ACCESS_KEY: &str = "NCPSIM0ACCESS0KEY";
@@ -103,19 +128,27 @@ fn one() -> u32 {
 }
 
 /// What an injected fault does.
+///
+/// As JSON (POST /_sim/faults), tagged by `fault`, beside `path_contains` and `count`:
+/// `{"fault":"error","status":503,"error_code":"500","retry_after":2,"shape":"mi"}`,
+/// `{"fault":"malformed","body":"..."}`, `{"fault":"stall","ms":3000}`,
+/// `{"fault":"extra_row","row":{"filePath":null}}`, `{"fault":"repeat_page"}`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "fault", rename_all = "snake_case")]
 pub enum FaultAction {
-    /// Answer with this HTTP status and the gateway's error body.
+    /// Answer with this HTTP status and an error body of `shape`.
     Error {
         /// HTTP status.
         status: u16,
-        /// errorCode; defaults to the gateway's code for the status.
+        /// errorCode (or `code`); defaults to the gateway's code for the status.
         #[serde(default)]
         error_code: Option<String>,
         /// `Retry-After` seconds.
         #[serde(default)]
         retry_after: Option<u64>,
+        /// Which service's error body to answer; the gateway's when absent.
+        #[serde(default)]
+        shape: ErrorShape,
     },
     /// Answer 200 with a body that is not what the documents describe.
     Malformed {
@@ -128,6 +161,51 @@ pub enum FaultAction {
         /// Milliseconds.
         ms: u64,
     },
+    /// Answer normally, then append `row` to the list page's content (`result.content` of
+    /// the asset list, `content` of the VOD status list; made an array when `null`), to play
+    /// a row that does not decode (a VOD row with `"filePath": null`, an asset without
+    /// `assetId`). Only list requests match it.
+    ExtraRow {
+        /// The row, verbatim.
+        row: Value,
+    },
+    /// Answer page 1 whatever page was asked for: a list that ignores its page number.
+    /// Only list requests match it.
+    RepeatPage,
+}
+
+impl FaultAction {
+    /// Whether the fault can only apply to a list request (it changes a list page).
+    fn needs_list(&self) -> bool {
+        matches!(self, FaultAction::ExtraRow { .. } | FaultAction::RepeatPage)
+    }
+}
+
+/// Whose error body an injected error answers with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorShape {
+    /// The API gateway's `{"error":{"errorCode","message","details"}}`.
+    #[default]
+    Gateway,
+    /// Media Intelligence's own `{"code","message"}`.
+    Mi,
+    /// Media Intelligence's `{"responseError":{"code","message"}}`.
+    ResponseError,
+}
+
+impl ErrorShape {
+    /// The body for an injected error with `code`.
+    fn body(self, code: &str) -> Value {
+        const MESSAGE: &str = "Injected Fault";
+        match self {
+            ErrorShape::Gateway => {
+                json!({"error": {"errorCode": code, "message": MESSAGE, "details": "injected by /_sim/faults"}})
+            }
+            ErrorShape::Mi => json!({"code": code, "message": MESSAGE}),
+            ErrorShape::ResponseError => json!({"responseError": {"code": code, "message": MESSAGE}}),
+        }
+    }
 }
 
 /// State shared by the handlers.
@@ -147,6 +225,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn epoch_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+impl Shared {
+    /// The simulated gateway's clock, epoch milliseconds: the real clock plus the scenario's
+    /// offset.
+    fn gateway_now_ms(&self) -> i64 {
+        epoch_ms().saturating_add(self.config.scenario.clock_offset_ms)
+    }
+}
+
+/// Adds the gateway clock's `Date` header (IMF-fixdate) to every response, as NCP does; the
+/// daemon reads it to tell a clock skew from a bad key.
+async fn add_date(State(s): State<Arc<Shared>>, mut response: Response) -> Response {
+    let ms = u64::try_from(s.gateway_now_ms()).unwrap_or(0);
+    let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(ms));
+    if let Ok(value) = HeaderValue::from_str(&date) {
+        response.headers_mut().insert("date", value);
+    }
+    response
 }
 
 /// A running simulator.
@@ -177,6 +274,7 @@ impl SimHandle {
             .route("/_sim/faults", post(admin_add_fault).delete(admin_clear_faults))
             .route("/_sim/status", get(admin_status))
             .fallback(api)
+            .layer(axum::middleware::map_response_with_state(shared.clone(), add_date))
             .with_state(shared.clone());
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -274,6 +372,25 @@ async fn admin_status(State(s): State<Arc<Shared>>) -> Response {
     .into_response()
 }
 
+/// The string signature v2 signs (SPEC §1): method, a space, the path and query exactly as
+/// received on the request line, then the timestamp header and the access key, each after a
+/// newline.
+fn string_to_sign(method: &str, target: &str, timestamp: &str, access_key: &str) -> String {
+    format!("{method} {target}\n{timestamp}\n{access_key}")
+}
+
+/// Whether `signature` (Base64) is HMAC-SHA256 of `string_to_sign` under `secret_key`,
+/// compared in constant time.
+fn signature_matches(secret_key: &str, string_to_sign: &str, signature: &str) -> bool {
+    let Ok(tag) = base64::engine::general_purpose::STANDARD.decode(signature) else {
+        return false;
+    };
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret_key.as_bytes()).expect("HMAC-SHA256 accepts keys of any length");
+    mac.update(string_to_sign.as_bytes());
+    mac.verify_slice(&tag).is_ok()
+}
+
 /// The gateway's error body.
 fn gateway_error(status: u16, code: &str, message: &str, details: &str) -> (u16, Value) {
     (
@@ -314,7 +431,7 @@ async fn api(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: He
         "media"
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let access_key = header(signer::HEADER_ACCESS_KEY);
+    let access_key = header(HEADER_ACCESS_KEY);
 
     let decision = decide(
         &s,
@@ -386,11 +503,9 @@ fn decide(
         let (st, b) = gateway_error(401, "200", "Authentication Failed", details);
         Decision::Json(st, b, None)
     };
-    let (Some(access_key), Some(timestamp), Some(signature)) = (
-        access_key,
-        header(signer::HEADER_TIMESTAMP),
-        header(signer::HEADER_SIGNATURE),
-    ) else {
+    let (Some(access_key), Some(timestamp), Some(signature)) =
+        (access_key, header(HEADER_TIMESTAMP), header(HEADER_SIGNATURE))
+    else {
         return refuse(
             "the x-ncp-apigw-timestamp, x-ncp-iam-access-key and x-ncp-apigw-signature-v2 headers are required",
         );
@@ -398,20 +513,15 @@ fn decide(
     let Ok(timestamp_ms) = timestamp.parse::<i64>() else {
         return refuse("the timestamp is not epoch milliseconds");
     };
-    if (at_ms - timestamp_ms).unsigned_abs() > MAX_CLOCK_SKEW.as_millis() as u64 {
+    let gateway_ms = at_ms.saturating_add(s.config.scenario.clock_offset_ms);
+    if gateway_ms.abs_diff(timestamp_ms) > MAX_CLOCK_SKEW.as_millis() as u64 {
         return refuse("the timestamp is more than 5 minutes from the gateway's clock");
     }
     if access_key != s.config.access_key {
         return refuse("unknown access key");
     }
-    let expected = signer::sign(
-        method.as_str(),
-        target,
-        timestamp_ms as u64,
-        &s.config.access_key,
-        &s.config.secret_key,
-    );
-    if signature != expected {
+    let signed = string_to_sign(method.as_str(), target, &timestamp, access_key);
+    if !signature_matches(&s.config.secret_key, &signed, &signature) {
         return refuse("the signature does not match");
     }
 
@@ -430,41 +540,6 @@ fn decide(
         window.push_back(at_ms);
     }
 
-    let fault = {
-        let mut faults = lock(&s.faults);
-        let hit = faults
-            .iter_mut()
-            .position(|f| f.count > 0 && f.path_contains.as_deref().is_none_or(|p| target.contains(p)));
-        hit.map(|i| {
-            faults[i].count -= 1;
-            let action = faults[i].action.clone();
-            if faults[i].count == 0 {
-                faults.remove(i);
-            }
-            action
-        })
-    };
-    let mut stall = None;
-    match fault {
-        Some(FaultAction::Error {
-            status,
-            error_code,
-            retry_after,
-        }) => {
-            let code = error_code.unwrap_or_else(|| default_error_code(status).to_string());
-            let (st, b) = gateway_error(status, &code, "Injected Fault", "injected by /_sim/faults");
-            return Decision::Json(st, b, retry_after);
-        }
-        Some(FaultAction::Malformed { body }) => {
-            return Decision::Raw(
-                200,
-                body.unwrap_or_else(|| r#"{"code":"0","message":"success","result":{"uploadStat"#.to_string()),
-            );
-        }
-        Some(FaultAction::Stall { ms }) => stall = Some(Duration::from_millis(ms)),
-        None => {}
-    }
-
     let segments: Vec<String> = uri
         .path()
         .split('/')
@@ -475,12 +550,152 @@ fn decide(
                 .into_owned()
         })
         .collect();
-    let query: BTreeMap<String, String> = url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+    let mut query: BTreeMap<String, String> = url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .into_owned()
         .collect();
-    let (status, answer) = lock(&s.world).answer(method.as_str(), &segments, &query, body, s.started.elapsed());
+    let page_key = World::list_page_key(method.as_str(), &segments);
+
+    let fault = {
+        let mut faults = lock(&s.faults);
+        let hit = faults.iter_mut().position(|f| {
+            f.count > 0
+                && f.path_contains.as_deref().is_none_or(|p| target.contains(p))
+                && (page_key.is_some() || !f.action.needs_list())
+        });
+        hit.map(|i| {
+            faults[i].count -= 1;
+            let action = faults[i].action.clone();
+            if faults[i].count == 0 {
+                faults.remove(i);
+            }
+            action
+        })
+    };
+    let mut stall = None;
+    let mut extra_row = None;
+    match fault {
+        Some(FaultAction::Error {
+            status,
+            error_code,
+            retry_after,
+            shape,
+        }) => {
+            let code = error_code.unwrap_or_else(|| default_error_code(status).to_string());
+            return Decision::Json(status, shape.body(&code), retry_after);
+        }
+        Some(FaultAction::Malformed { body }) => {
+            return Decision::Raw(
+                200,
+                body.unwrap_or_else(|| r#"{"code":"0","message":"success","result":{"uploadStat"#.to_string()),
+            );
+        }
+        Some(FaultAction::Stall { ms }) => stall = Some(Duration::from_millis(ms)),
+        Some(FaultAction::ExtraRow { row }) => extra_row = Some(row),
+        Some(FaultAction::RepeatPage) => {
+            if let Some(key) = page_key {
+                query.insert(key.to_string(), "1".to_string());
+            }
+        }
+        None => {}
+    }
+
+    let (status, mut answer) = lock(&s.world).answer(method.as_str(), &segments, &query, body, s.started.elapsed());
+    if let Some(row) = extra_row
+        && status == 200
+    {
+        World::append_row(&mut answer, row);
+    }
     match stall {
         Some(delay) => Decision::StallThen(delay, status, answer),
         None => Decision::Json(status, answer, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{signature_matches, string_to_sign};
+
+    /// (method, target as on the wire, timestamp, access key, secret key, signature). The
+    /// first is the published vector the client's signer is tested with; the others were
+    /// computed independently with `openssl dgst -sha256 -hmac` and Python's `hmac` module.
+    const VECTORS: [(&str, &str, &str, &str, &str, &str); 4] = [
+        (
+            "GET",
+            "/vserver/v2/getServerInstanceList?responseFormatType=json",
+            "1234567890123",
+            "TestAccessKey",
+            "TestSecretKey",
+            "FPsYYX8fuMAgi+cue3eACOW0dNtIwu1LYWfg/megA2M=",
+        ),
+        // A space in a path segment, percent-encoded as it goes on the wire.
+        (
+            "GET",
+            "/api/v1/workspaces/my%20workspace/projects/1/assets?pageNum=1&pageSize=100",
+            "1700000000000",
+            "TestAccessKey",
+            "TestSecretKey",
+            "plOOTijtlm/fA5vRpJpBjM0wrwY5nEN5gUWsa5UptxE=",
+        ),
+        // A Korean path segment (영상), percent-encoded UTF-8.
+        (
+            "GET",
+            "/api/v1/workspaces/%EC%98%81%EC%83%81/projects/1/assets?pageNum=1&pageSize=100",
+            "1700000000000",
+            "TestAccessKey",
+            "TestSecretKey",
+            "LeJx07xVkpdSoc36brNlhzFd88RF39ulHAmYgWEsjkw=",
+        ),
+        // A query value holding `+ / = %`, each percent-encoded.
+        (
+            "GET",
+            "/api/v2/status?pageNo=1&pageSizeNo=10&q=a%2Bb%2Fc%3Dd%25e",
+            "1700000000000",
+            "TestAccessKey",
+            "TestSecretKey",
+            "4A6iF2r0gAFLrNzcLZIY5aEz/2tpVmZYn1pptyPwqc8=",
+        ),
+    ];
+
+    #[test]
+    fn the_simulator_accepts_every_known_signature_vector() {
+        for (method, target, timestamp, access, secret, signature) in VECTORS {
+            let signed = string_to_sign(method, target, timestamp, access);
+            assert!(signature_matches(secret, &signed, signature), "{target}");
+        }
+    }
+
+    #[test]
+    fn the_clients_signer_agrees_with_the_simulator_on_every_vector() {
+        for (method, target, timestamp, access, secret, signature) in VECTORS {
+            let ms: u64 = timestamp.parse().unwrap();
+            assert_eq!(
+                crate::ncp::signer::sign(method, target, ms, access, secret),
+                signature,
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_simulator_refuses_a_signature_over_anything_else() {
+        let (method, target, timestamp, access, secret, signature) = VECTORS[1];
+        let ok = |m: &str, t: &str, ts: &str, a: &str, k: &str, sig: &str| {
+            signature_matches(k, &string_to_sign(m, t, ts, a), sig)
+        };
+        assert!(ok(method, target, timestamp, access, secret, signature));
+        // The decoded form of the same target is a different string to sign.
+        let decoded = target.replace("%20", " ");
+        assert!(!ok(method, &decoded, timestamp, access, secret, signature));
+        assert!(!ok("POST", target, timestamp, access, secret, signature));
+        assert!(!ok(method, target, "1700000000001", access, secret, signature));
+        assert!(!ok(method, target, timestamp, "OtherKey", secret, signature));
+        assert!(!ok(method, target, timestamp, access, "OtherSecret", signature));
+        assert!(!ok(method, target, timestamp, access, secret, "not base64!"));
+        assert!(!ok(method, target, timestamp, access, secret, ""));
+        // A truncated tag is refused, not compared as a prefix.
+        let mut short = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, signature).unwrap();
+        short.truncate(16);
+        let short = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, short);
+        assert!(!ok(method, target, timestamp, access, secret, &short));
     }
 }

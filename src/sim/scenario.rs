@@ -28,6 +28,18 @@ pub struct Scenario {
     /// the other form the document allows.
     #[serde(default)]
     pub numbers_as_strings: bool,
+    /// Answer an empty list page with `"content": null` instead of `[]` (inside `result` for
+    /// the asset list, at the top for the VOD status list), as NCP does for empty pages.
+    #[serde(default)]
+    pub null_empty_lists: bool,
+    /// How many milliseconds the simulated gateway's clock runs ahead of the real clock
+    /// (negative: behind). The gateway checks the 5-minute timestamp window against this
+    /// clock and sends it in every response's `Date` header.
+    #[serde(default)]
+    pub clock_offset_ms: i64,
+    /// List VOD rows newest work start first; oldest first when false (the default).
+    #[serde(default)]
+    pub vod_newest_first: bool,
 }
 
 /// One status at one time.

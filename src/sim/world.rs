@@ -124,6 +124,11 @@ pub enum SetState {
         /// Percent.
         #[serde(default)]
         percent: Option<f64>,
+        /// Start a new job for this (category, file, output type), with work start now and
+        /// this status as its first step: a retry after FAILURE, or a re-upload under the same
+        /// name. When false, the newest job (latest work start) of the identity is updated.
+        #[serde(default)]
+        new_job: bool,
     },
 }
 
@@ -136,6 +141,8 @@ pub struct World {
     register: super::scenario::RegisterTemplate,
     next_asset_id: u64,
     numbers_as_strings: bool,
+    null_empty_lists: bool,
+    vod_newest_first: bool,
     /// Epoch milliseconds when the simulator started.
     epoch_start_ms: i64,
 }
@@ -231,6 +238,8 @@ impl World {
             next_asset_id: scenario.register.first_asset_id,
             register: scenario.register.clone(),
             numbers_as_strings: scenario.numbers_as_strings,
+            null_empty_lists: scenario.null_empty_lists,
+            vod_newest_first: scenario.vod_newest_first,
             epoch_start_ms,
         }
     }
@@ -240,6 +249,34 @@ impl World {
         self.assets.values().all(|a| a.import.done(t) && a.analysis.done(t))
             && self.images.values().all(|i| i.done(t))
             && self.encodes.iter().all(|e| e.timeline.done(t))
+    }
+
+    /// The page-number query key of a list request (the asset list's `pageNum`, the VOD
+    /// status list's `pageNo`), or `None` for any other request.
+    pub fn list_page_key(method: &str, segments: &[String]) -> Option<&'static str> {
+        let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+        match (method, s.as_slice()) {
+            ("GET", ["api", "v1", "workspaces", _, "projects", _, "assets"]) => Some("pageNum"),
+            ("GET", ["api", "v2", "status"]) => Some("pageNo"),
+            _ => None,
+        }
+    }
+
+    /// Appends `row` to a list page's content (`result.content` of the asset list, `content`
+    /// of the VOD status list), making the array when the content is `null`.
+    pub fn append_row(answer: &mut Value, row: Value) {
+        let content = match answer.get_mut("result") {
+            Some(result) => result.get_mut("content"),
+            None => answer.get_mut("content"),
+        };
+        if let Some(content) = content {
+            if content.is_null() {
+                *content = Value::Array(Vec::new());
+            }
+            if let Value::Array(rows) = content {
+                rows.push(row);
+            }
+        }
     }
 
     /// Answers one API request. `segments` are the percent-decoded path segments.
@@ -262,11 +299,11 @@ impl World {
                     ws,
                     "projects",
                     pid,
-                    "video-assets" | "assets",
+                    path @ ("video-assets" | "assets"),
                     id,
                     "import-status",
                 ],
-            ) => self.import_status(ws, pid, id, t),
+            ) => self.import_status(ws, pid, id, *path == "video-assets", t),
             (
                 "GET",
                 [
@@ -303,7 +340,8 @@ impl World {
         }
     }
 
-    fn import_status(&self, ws: &str, pid: &str, id: &str, t: Duration) -> Answer {
+    /// The newer `assets` revision of the path leaves `videoId` out of the result.
+    fn import_status(&self, ws: &str, pid: &str, id: &str, with_video_id: bool, t: Duration) -> Answer {
         let Some(asset) = self.assets.get(&(ws.to_string(), pid.to_string(), id.to_string())) else {
             return not_found();
         };
@@ -318,7 +356,10 @@ impl World {
             "INVALID_METADATA" => "Unsupported resolution (supported resolutions: 360p to 1080p)",
             _ => "",
         };
-        let mut result = json!({"videoId": id_value(id), "uploadStatus": step.status, "uploadResult": result_text});
+        let mut result = json!({"uploadStatus": step.status, "uploadResult": result_text});
+        if with_video_id {
+            result["videoId"] = id_value(id);
+        }
         if step.status == "COMPLETED" {
             result["metaData"] = asset.meta.clone();
         }
@@ -369,9 +410,18 @@ impl World {
             })
             .collect();
         success(json!({
-            "content": content, "totalCount": total, "totalPage": total.div_ceil(page_size),
+            "content": self.list_content(content), "totalCount": total, "totalPage": total.div_ceil(page_size),
             "pageNo": page_num, "pageSize": page_size,
         }))
+    }
+
+    /// A page's rows, or `null` for an empty page when the scenario plays that.
+    fn list_content(&self, rows: Vec<Value>) -> Value {
+        if rows.is_empty() && self.null_empty_lists {
+            Value::Null
+        } else {
+            Value::Array(rows)
+        }
     }
 
     /// A zone-less timestamp, as Media Intelligence sends them.
@@ -420,10 +470,12 @@ impl World {
         else {
             return bad_request("assetKey is required");
         };
+        // A key whose file is not in Object Storage (yet) is not a 404: the service answers
+        // success with a FAILED upload, which is only final once the file never comes.
         let step = self.images.get(&key).and_then(|tl| tl.at(t));
         let (status, message) = match step {
             Some(s) => (s.status.clone(), s.message.clone()),
-            None => return not_found(),
+            None => ("FAILED".to_string(), Some("FILE_NOT_EXIST".to_string())),
         };
         success(json!({"assetKey": key, "uploadStatus": status, "uploadMessage": message}))
     }
@@ -448,9 +500,10 @@ impl World {
                 Some(Err(_)) => return bad_request("work start times are epoch milliseconds"),
             }
         }
-        // The document's own example sends From after To; the service reads the window either way.
+        // The document's own example sends From after To, but the service refuses a reversed
+        // window rather than reading it either way.
         if from > to {
-            std::mem::swap(&mut from, &mut to);
+            return bad_request("workStartTimeFrom must not be after workStartTimeTo");
         }
         let s = self.numbers_as_strings;
         let mut rows: Vec<(&Encode, &Step)> = self
@@ -460,11 +513,12 @@ impl World {
             .filter_map(|e| e.timeline.at(t).map(|step| (e, step)))
             .collect();
         rows.sort_by(|a, b| {
-            (a.0.work_start_ms, &a.0.file_path, &a.0.output_type).cmp(&(
-                b.0.work_start_ms,
-                &b.0.file_path,
-                &b.0.output_type,
-            ))
+            let by_start = if self.vod_newest_first {
+                b.0.work_start_ms.cmp(&a.0.work_start_ms)
+            } else {
+                a.0.work_start_ms.cmp(&b.0.work_start_ms)
+            };
+            by_start.then_with(|| (&a.0.file_path, &a.0.output_type).cmp(&(&b.0.file_path, &b.0.output_type)))
         });
         let total = rows.len();
         let content: Vec<Value> = rows
@@ -501,7 +555,10 @@ impl World {
                 })
             })
             .collect();
-        (200, json!({"content": content, "total": num(total as u64, s)}))
+        (
+            200,
+            json!({"content": self.list_content(content), "total": num(total as u64, s)}),
+        )
     }
 
     /// Applies an admin state change at time `t`.
@@ -560,23 +617,37 @@ impl World {
                 output_type,
                 status,
                 percent,
+                new_job,
             } => {
                 let now_ms = self.epoch_start_ms + t.as_millis() as i64;
-                let position = self.encodes.iter().position(|e| {
-                    e.category_id == category_id && e.file_path == file_path && e.output_type == output_type
-                });
-                let index = position.unwrap_or_else(|| {
-                    self.encodes.push(Encode {
-                        category_id,
-                        category_name,
-                        file_path,
-                        output_type,
-                        size: Some(1_000_000),
-                        work_start_ms: now_ms,
-                        timeline: Timeline::default(),
-                    });
-                    self.encodes.len() - 1
-                });
+                // The list has no job id: jobs of one identity differ only by work start, and
+                // the newest one (the last of equals) is the one an update means.
+                let newest = self
+                    .encodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| {
+                        e.category_id == category_id && e.file_path == file_path && e.output_type == output_type
+                    })
+                    .max_by_key(|(_, e)| e.work_start_ms)
+                    .map(|(i, _)| i);
+                let index = match newest {
+                    Some(i) if !new_job => i,
+                    _ => {
+                        let sibling = newest.map(|i| &self.encodes[i]);
+                        let encode = Encode {
+                            category_name: category_name.or_else(|| sibling.and_then(|e| e.category_name.clone())),
+                            size: sibling.map_or(Some(1_000_000), |e| e.size),
+                            category_id,
+                            file_path,
+                            output_type,
+                            work_start_ms: now_ms,
+                            timeline: Timeline::default(),
+                        };
+                        self.encodes.push(encode);
+                        self.encodes.len() - 1
+                    }
+                };
                 self.encodes[index].timeline.set(t, step(status, percent, None));
             }
         }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ncp_watchd::ncp::{ApiError, NcpClient, Retry};
-use ncp_watchd::sim::{Fault, FaultAction, SetState};
+use ncp_watchd::sim::{ErrorShape, Fault, FaultAction, SetState};
 
 use crate::helpers::{client, config, config_text, credentials, sim_credentials, sim_with};
 
@@ -187,6 +187,7 @@ async fn each_gateway_error_class_arrives_classified() {
         status,
         error_code: code.map(str::to_string),
         retry_after,
+        shape: ErrorShape::Gateway,
     };
     sim.inject(fault("import-status", error(400, None, None)));
     assert!(matches!(call().await, Err(ApiError::BadRequest { .. })));

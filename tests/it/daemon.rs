@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ncp_watchd::sim::{Fault, FaultAction};
+use ncp_watchd::sim::{ErrorShape, Fault, FaultAction};
 use serde_json::Value;
 
 use crate::helpers::{
@@ -268,12 +268,14 @@ async fn every_event_type_is_produced_with_exact_previous_and_current() {
         status: 503,
         error_code: None,
         retry_after: None,
+        shape: ErrorShape::Gateway,
     };
     sim.inject(fault("/video-assets/13/import-status", 5, server_error));
     let refused = FaultAction::Error {
         status: 401,
         error_code: Some("200".into()),
         retry_after: None,
+        shape: ErrorShape::Gateway,
     };
     sim.inject(fault("/video-assets/14/import-status", 1, refused));
     let daemon = Daemon::start(&config_text(
@@ -579,6 +581,7 @@ async fn faults_of_every_kind_delay_changes_but_lose_none() {
         status,
         error_code: None,
         retry_after,
+        shape: ErrorShape::Gateway,
     };
     sim.inject(fault("import-status", 3, error(503, None)));
     sim.inject(fault("import-status", 1, error(429, Some(1))));
