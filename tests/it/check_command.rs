@@ -501,6 +501,10 @@ fn the_annotated_example_config_is_valid_and_documents_the_real_defaults() {
     assert_eq!(c.poll.discovery_interval, DEFAULT_DISCOVERY_INTERVAL);
     assert_eq!(c.poll.vod_lookback, DEFAULT_VOD_LOOKBACK);
     assert_eq!(c.poll.terminal_recheck, None);
+    assert_eq!(c.poll.upload_grace, DEFAULT_UPLOAD_GRACE);
+    assert_eq!(c.poll.stall_after, DEFAULT_STALL_AFTER);
+    assert_eq!(c.poll.stalled_interval, DEFAULT_STALLED_INTERVAL);
+    assert!(!c.watches.projects[0].baseline && !c.watches.vods[0].baseline);
     let hook = &c.sinks.webhooks[0];
     assert_eq!(
         (hook.timeout, hook.max_attempts),

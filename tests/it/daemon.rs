@@ -246,9 +246,14 @@ fn every_type_expected() -> Vec<Transition> {
         t("vod.encode.waiting", &e("e3.mp4"), None, "WAITING"),
         t("vod.encode.canceled", &e("e3.mp4"), Some("WAITING"), "CANCELED"),
     ];
+    // 13's server errors fail the watch after five tries; 14's refused key is the
+    // account's, one account.failing however many watches it hits (SPEC §8).
+    v.push(t("watch.failing", &a("13"), None, "UNKNOWN"));
+    v.push(t("watch.recovered", &a("13"), None, "UNKNOWN"));
+    let account = format!("accounts/{}", &ncp_watchd::sim::DEFAULT_ACCESS_KEY[..8]);
+    v.push(t("account.failing", &account, None, "UNKNOWN"));
+    v.push(t("account.recovered", &account, None, "UNKNOWN"));
     for id in ["13", "14"] {
-        v.push(t("watch.failing", &a(id), None, "UNKNOWN"));
-        v.push(t("watch.recovered", &a(id), None, "UNKNOWN"));
         v.push(t("video_asset.import.in_progress", &a(id), None, "IN_PROGRESS"));
         v.push(t(
             "video_asset.import.completed",
@@ -312,7 +317,9 @@ async fn every_event_type_is_produced_with_exact_previous_and_current() {
             .to_string()
     };
     assert!(failing("13").contains("server error (HTTP 503"), "{}", failing("13"));
-    assert!(failing("14").contains("authentication refused"), "{}", failing("14"));
+    let account = events.iter().find(|e| e["type"] == "account.failing").unwrap();
+    let refused = account["data"]["error"].as_str().unwrap();
+    assert!(refused.contains("authentication refused"), "{refused}");
     let statuses: Vec<u16> = sim
         .requests()
         .iter()
