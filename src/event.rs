@@ -56,6 +56,25 @@ pub fn glob_matches(glob: &str, event_type: &str) -> bool {
     true
 }
 
+/// The most an event's `data.detail` may carry, serialized: NCP's answers are a few
+/// hundred bytes; a 15 MB answer is a fault, and must not become a 15 MB event in every
+/// sink and in the store.
+pub const MAX_DETAIL_BYTES: usize = 64 * 1024;
+
+/// `detail`, or, when it serializes past [`MAX_DETAIL_BYTES`], a small stand-in saying so
+/// (with its top-level keys, so a reader knows what was there).
+pub fn bounded_detail(detail: &Value) -> Value {
+    let size = detail.to_string().len();
+    if size <= MAX_DETAIL_BYTES {
+        return detail.clone();
+    }
+    let keys: Vec<&str> = detail
+        .as_object()
+        .map(|m| m.keys().take(50).map(String::as_str).collect())
+        .unwrap_or_default();
+    json!({"truncated": true, "bytes": size, "keys": keys})
+}
+
 /// `data.current` of `watch.failing` and `watch.recovered` about an item never seen yet.
 pub const UNKNOWN_STATUS: &str = "UNKNOWN";
 
@@ -122,7 +141,7 @@ impl CloudEvent {
                 previous: change.previous.clone(),
                 current: o.status.clone(),
                 terminal: o.terminal(),
-                detail: o.detail.clone(),
+                detail: bounded_detail(&o.detail),
                 percent: o.percent,
                 error: None,
             },
@@ -159,7 +178,8 @@ impl CloudEvent {
                 terminal: false,
                 detail: Value::Object(Default::default()),
                 percent: None,
-                error,
+                // Whatever an API or a receiver echoed into the error, no secret is kept.
+                error: error.map(|e| crate::text::scrub(&e).into_owned()),
             },
         }
     }
@@ -203,6 +223,17 @@ pub fn resource_json(resource: &Resource) -> Value {
 mod tests {
     use super::*;
     use crate::watch::{Aspect, ChangeKind, Observation};
+
+    #[test]
+    fn an_oversized_detail_becomes_a_small_note() {
+        let big = json!({"uploadResult": "x".repeat(MAX_DETAIL_BYTES + 1), "metaData": {}});
+        let d = bounded_detail(&big);
+        assert_eq!(d["truncated"], true);
+        assert_eq!(d["keys"], json!(["uploadResult", "metaData"]));
+        assert!(d.to_string().len() < 200);
+        let small = json!({"uploadResult": "ok"});
+        assert_eq!(bounded_detail(&small), small);
+    }
 
     #[test]
     fn globs_match_like_the_spec_examples() {

@@ -35,11 +35,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(message)) => {
-            eprintln!("{message}");
+            eprintln!("{}", ncp_watchd::text::scrub(&message));
             ExitCode::from(2)
         }
         Err(Failure::Runtime(message)) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", ncp_watchd::text::scrub(&message));
             ExitCode::from(1)
         }
     }

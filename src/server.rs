@@ -20,11 +20,17 @@ use tokio_util::sync::CancellationToken;
 /// `/healthz` fails when the daemon loop has not ticked for this long.
 pub const STALL_AFTER: Duration = Duration::from_secs(30);
 
+/// `/healthz` fails too when the store has refused every commit for this long (a full
+/// disk): a restart may not help, but an operator must hear of it, not read "ok".
+pub const STORE_FAILING_AFTER: Duration = Duration::from_secs(120);
+
 /// What the loop reports and the server reads.
 #[derive(Debug, Default)]
 pub struct Health {
     last_tick_ms: AtomicI64,
     ready: AtomicBool,
+    /// Since when every commit has failed (epoch ms); 0 while commits succeed.
+    store_failing_since_ms: AtomicI64,
 }
 
 impl Health {
@@ -39,15 +45,37 @@ impl Health {
         self.ready.store(true, Ordering::Relaxed);
     }
 
-    /// Whether the loop ticked recently.
-    pub fn live(&self) -> bool {
-        let last = self.last_tick_ms.load(Ordering::Relaxed);
-        chrono::Utc::now().timestamp_millis() - last < STALL_AFTER.as_millis() as i64
+    /// A commit succeeded (`true`) or failed (`false`).
+    pub fn store_committed(&self, ok: bool) {
+        if ok {
+            self.store_failing_since_ms.store(0, Ordering::Relaxed);
+        } else {
+            let now = chrono::Utc::now().timestamp_millis();
+            let _ = self
+                .store_failing_since_ms
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 
-    /// Whether the first round is done.
+    /// How long every commit has been failing, if they are.
+    fn store_failing_for_ms(&self) -> Option<i64> {
+        let since = self.store_failing_since_ms.load(Ordering::Relaxed);
+        (since != 0).then(|| chrono::Utc::now().timestamp_millis() - since)
+    }
+
+    /// Whether the loop ticked recently, and the store has not refused commits for long.
+    pub fn live(&self) -> bool {
+        let last = self.last_tick_ms.load(Ordering::Relaxed);
+        let ticking = chrono::Utc::now().timestamp_millis() - last < STALL_AFTER.as_millis() as i64;
+        ticking
+            && self
+                .store_failing_for_ms()
+                .is_none_or(|ms| ms < STORE_FAILING_AFTER.as_millis() as i64)
+    }
+
+    /// Whether the first round is done and the store takes commits.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.store_failing_for_ms().is_none()
     }
 }
 
@@ -80,6 +108,12 @@ pub async fn serve(
 async fn healthz(State(s): State<AppState>) -> Response {
     if s.health.live() {
         (StatusCode::OK, "ok\n").into_response()
+    } else if s.health.store_failing_for_ms().is_some() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state store has refused every commit for minutes (a full disk?): nothing is being recorded\n",
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -92,6 +126,12 @@ async fn healthz(State(s): State<AppState>) -> Response {
 async fn readyz(State(s): State<AppState>) -> Response {
     if s.health.ready() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if s.health.store_failing_for_ms().is_some() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the state store refuses commits (a full disk?): changes are not being recorded\n",
+        )
+            .into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -140,6 +180,10 @@ fn describe_metrics() {
         "ncp_watchd_api_call_duration_seconds",
         Unit::Seconds,
         "NCP API call latency."
+    );
+    describe_counter!(
+        "ncp_watchd_outbox_pruned_total",
+        "Delivered events pruned from the outbox past [state] retention."
     );
     describe_counter!(
         "ncp_watchd_rate_limit_waits_total",

@@ -28,10 +28,10 @@ pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
             .map_err(|e| Failure::Runtime(format!("cannot write to stdout: {e}")))?;
     }
     for (what, e) in &report.failures {
-        eprintln!("error: polling {what} failed: {e}");
+        eprintln!("error: polling {what} failed: {}", crate::text::scrub(e));
     }
     for failure in &report.delivery_failures {
-        eprintln!("error: {failure}");
+        eprintln!("error: {}", crate::text::scrub(failure));
     }
     match (report.failures.len(), report.delivery_failures.len()) {
         (0, 0) => Ok(()),

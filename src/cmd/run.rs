@@ -34,7 +34,9 @@ pub async fn run(args: &RunArgs) -> Result<(), Failure> {
     shutdown.cancel();
     signals.abort();
     result.map_err(|e| match e {
-        daemon::DaemonError::Sink { .. } => Failure::Config(format!("error: {e}")),
+        daemon::DaemonError::Sink { .. } | daemon::DaemonError::Store(crate::store::StoreError::Locked(_)) => {
+            Failure::Config(format!("error: {e}"))
+        }
         other => Failure::Runtime(other.to_string()),
     })
 }
@@ -47,7 +49,7 @@ fn init_logging(config: &Config) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::text::ScrubbingStderr)
         .with_ansi(ansi);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

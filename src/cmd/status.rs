@@ -18,7 +18,7 @@ pub async fn run(args: &StatusArgs) -> Result<(), Failure> {
             config.state_path.display()
         )));
     }
-    let store = Store::open(&config.state_path).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let store = Store::open_read_only(&config.state_path).map_err(|e| Failure::Runtime(e.to_string()))?;
     let items = store.items().map_err(|e| Failure::Runtime(e.to_string()))?;
     let now = chrono::Utc::now().timestamp_millis();
     let sinks = store.sink_summaries().map_err(|e| Failure::Runtime(e.to_string()))?;

@@ -52,6 +52,8 @@ pub const DEFAULT_STALLED_INTERVAL: Duration = Duration::from_secs(600);
 /// The longest duration any key accepts: far past any sensible setting, and small enough
 /// that adding it to a timestamp can never overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// A week of delivered events is enough to look back at an incident, and bounds the store.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Systemd's StateDirectory for a unit named ncp-watchd.
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/ncp-watchd/state.db";
 /// The port Prometheus exporters conventionally take near 9464, on loopback only.
@@ -84,6 +86,8 @@ pub struct Config {
     pub sinks: Sinks,
     /// The state store file.
     pub state_path: PathBuf,
+    /// How long events every sink has passed stay in the outbox.
+    pub state_retention: Duration,
     /// Address of the health and metrics server.
     pub listen: SocketAddr,
     /// The daemon's own logging.

@@ -173,6 +173,8 @@ pub struct RawLogSink {
 pub struct RawState {
     /// SQLite database file.
     pub path: Field<String>,
+    /// How long delivered events stay in the outbox before they are pruned.
+    pub retention: Field<String>,
 }
 
 /// `[server]`.

@@ -173,6 +173,7 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
         watches,
         sinks,
         state_path,
+        state_retention: duration(d, "state.retention", &raw.state.retention, DEFAULT_RETENTION),
         listen,
         log: LogConfig { level, format },
     }

@@ -698,7 +698,7 @@ impl Engine {
                 }
                 Err(e) if e.is_account_failure() => {
                     // The key, not this watch: one `account.failing`, and the watch waits.
-                    item.last_error = Some(e.to_string().into_boxed_str());
+                    item.last_error = Some(crate::text::scrub(&e.to_string()).into());
                     tracing::warn!(subject = %item.target.subject(), kind = item.target.kind(), error = %e, "poll refused: the account's key was not accepted; the watch waits for it");
                     self.account_refused(&e, now, time, &mut staged);
                     self.auth_waiting.insert(item.key.clone());
@@ -712,7 +712,7 @@ impl Engine {
                 }
                 Err(e) => {
                     item.failures = item.failures.saturating_add(1);
-                    item.last_error = Some(e.to_string().into_boxed_str());
+                    item.last_error = Some(crate::text::scrub(&e.to_string()).into());
                     tracing::warn!(subject = %item.target.subject(), kind = item.target.kind(), failures = item.failures, error = %e, "poll failed");
                     if !item.failing && (item.failures >= FAILING_AFTER || e.fails_watch_at_once()) {
                         item.failing = true;
@@ -774,7 +774,7 @@ impl Engine {
             return;
         };
         account.last_polled_ms = Some(now);
-        account.last_error = Some(e.to_string().into_boxed_str());
+        account.last_error = Some(crate::text::scrub(&e.to_string()).into());
         account.failures = account.failures.saturating_add(1);
         if !account.failing {
             account.failing = true;
@@ -922,7 +922,10 @@ impl Engine {
             // Any movement, progress included, is a sign of life: a stalled item wakes up.
             item.last_change_ms = Some(now);
             item.stalled = false;
-            staged.details.push((item.key.to_string(), o.detail.to_string()));
+            staged.details.push((
+                item.key.to_string(),
+                crate::event::bounded_detail(&o.detail).to_string(),
+            ));
         }
         item.status = Some(self.interner.borrow_mut().get(&o.status));
         item.percent = o.percent;

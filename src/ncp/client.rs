@@ -131,6 +131,8 @@ pub struct NcpClient {
     in_flight: Arc<Semaphore>,
     /// Added to the clock when stamping requests; tests use it to send stale timestamps.
     clock_offset_ms: i64,
+    /// The longest a 429 may keep every call away from a host (`[poll] max_backoff`).
+    max_host_pause: Duration,
     /// Where the keys came from, named (never shown) when the gateway refuses them.
     key_sources: Arc<str>,
     /// Fingerprints of list rows already reported as undecodable, so each is logged once.
@@ -243,6 +245,7 @@ impl NcpClient {
             vod_gate: Arc::new(HostGate::new(per_minute)),
             in_flight: Arc::new(Semaphore::new(api.max_in_flight.max(1))),
             clock_offset_ms: 0,
+            max_host_pause: MAX_RETRY_AFTER,
             key_sources: key_sources(credentials),
             skipped_seen: Arc::default(),
         })
@@ -276,6 +279,12 @@ impl NcpClient {
             }
         }
         out
+    }
+
+    /// Caps how long one 429 may pause a whole host (the daemon passes `max_backoff`).
+    pub fn with_max_host_pause(mut self, max: Duration) -> Self {
+        self.max_host_pause = max.min(MAX_RETRY_AFTER);
+        self
     }
 
     /// Stamps requests `offset_ms` away from the local clock (to test the gateway's window).
@@ -382,7 +391,7 @@ impl NcpClient {
                     .scrub(classify(status, retry_after, &bytes))
                     .map_err(|e| self.explain_refusal(e, date));
                 if let Err(ApiError::RateLimited { retry_after, .. }) = &answer {
-                    gate.pause(retry_after.unwrap_or(DEFAULT_HOST_PAUSE));
+                    gate.pause(retry_after.unwrap_or(DEFAULT_HOST_PAUSE).min(self.max_host_pause));
                 }
                 answer
             }

@@ -96,4 +96,17 @@ pub const ALL: &[&str] = &[
     UPDATE items SET status = 'READ'
         WHERE kind IN ('project_list', 'vod_list') AND status IS NULL AND last_polled_ms IS NOT NULL AND failures = 0;
     ",
+    // 4: rounds asked of the running daemon by `once` (one writer per store: a second
+    // process never polls on its own, it asks the one that holds the lock).
+    "
+    CREATE TABLE poll_requests (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_ms INTEGER NOT NULL,
+        first_seq  INTEGER NOT NULL,
+        done_ms    INTEGER,
+        last_seq   INTEGER,
+        failures   INTEGER,
+        report     TEXT
+    );
+    ",
 ];

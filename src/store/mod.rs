@@ -8,8 +8,11 @@
 //! survives a crash of the process (the only thing that can lose an in-flight line) without
 //! paying an fsync per line.
 
+mod lock;
 mod migrations;
 mod webhook;
+
+pub use lock::{LockError, StoreLock, lock_path};
 
 pub use webhook::{DeadLetter, Outcome, RetryState, SinkSummary, webhook_cursor};
 
@@ -40,6 +43,19 @@ pub enum StoreError {
         /// Ours.
         supported: i64,
     },
+    /// The file was written by an older ncp-watchd and a read-only reader cannot upgrade it.
+    #[error("the state store {} has schema version {found}, older than this ncp-watchd's ({supported}); start the daemon (or run `ncp-watchd once`) to upgrade it", path.display())]
+    TooOld {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
+    /// Another process is the store's writer.
+    #[error(transparent)]
+    Locked(#[from] LockError),
     /// A statement failed.
     #[error("state store error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -107,6 +123,17 @@ pub struct OutboxEvent {
     pub subject: String,
     /// The serialized CloudEvent.
     pub body: String,
+}
+
+/// A round the daemon did for `once`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundReport {
+    /// The outbox's last seq when the round was asked for.
+    pub first_seq: i64,
+    /// The outbox's last seq when it was done.
+    pub last_seq: i64,
+    /// One line per failed poll: what, and why.
+    pub failures: Vec<String>,
 }
 
 /// An event read back from the outbox.
@@ -247,6 +274,44 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the store read-only, for commands that only look (`status`): it needs no
+    /// write access to the file or its directory, and never migrates or writes.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let open = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(open)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open)?;
+        let supported = migrations::ALL.len() as i64;
+        if found > supported {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                supported,
+            });
+        }
+        if found < supported {
+            return Err(StoreError::TooOld {
+                path: path.to_path_buf(),
+                found,
+                supported,
+            });
+        }
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -363,6 +428,105 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes up to `batch` outbox events that every sink in `cursors` has passed and that
+    /// are older than `older_than_ms` (epoch ms), keeping any a dead letter, a retry or a
+    /// replay still needs. Returns how many went. Small batches keep the write lock short,
+    /// so commits of new changes never wait long behind a prune.
+    pub fn prune_outbox(&mut self, cursors: &[String], older_than_ms: i64, batch: usize) -> Result<usize, StoreError> {
+        let passed: i64 = if cursors.is_empty() {
+            self.last_seq()?
+        } else {
+            let mut lowest = i64::MAX;
+            for c in cursors {
+                let seq: Option<i64> = self
+                    .conn
+                    .query_row("SELECT last_seq FROM sink_cursors WHERE sink = ?1", [c], |r| r.get(0))
+                    .optional()?;
+                // A sink without a cursor has not started: it holds back nothing it would read.
+                lowest = lowest.min(seq.unwrap_or(i64::MAX));
+            }
+            if lowest == i64::MAX { self.last_seq()? } else { lowest }
+        };
+        let deleted = self.conn.execute(
+            "DELETE FROM outbox WHERE seq IN (
+                 SELECT seq FROM outbox
+                 WHERE seq <= ?1 AND created_ms < ?2
+                   AND seq NOT IN (SELECT seq FROM dead_letters)
+                   AND seq NOT IN (SELECT seq FROM webhook_retry)
+                   AND seq NOT IN (SELECT seq FROM webhook_replay)
+                 ORDER BY seq LIMIT ?3)",
+            params![passed, older_than_ms, batch as i64],
+        )?;
+        if deleted > 0 {
+            // Progress records below every cursor say nothing any more.
+            self.conn.execute(
+                "DELETE FROM webhook_done WHERE seq <= ?1 AND seq NOT IN (SELECT seq FROM outbox)",
+                [passed],
+            )?;
+        }
+        Ok(deleted)
+    }
+
+    /// Asks the daemon holding this store for one round of every watch; returns the
+    /// request's id.
+    pub fn request_round(&mut self) -> Result<i64, StoreError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let first = self.last_seq()?;
+        self.conn.execute(
+            "INSERT INTO poll_requests (created_ms, first_seq) VALUES (?1, ?2)",
+            params![now, first],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The ids of rounds asked for and not yet done, after `after`, oldest first.
+    pub fn open_round_requests(&self, after: i64) -> Result<Vec<i64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM poll_requests WHERE id > ?1 AND done_ms IS NULL ORDER BY id")?;
+        let ids = stmt
+            .query_map([after], |r| r.get(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        Ok(ids)
+    }
+
+    /// Records that the round `id` is done: the outbox up to now holds its events, and
+    /// `report` (one line per failed poll) says what failed.
+    pub fn finish_round(&mut self, id: i64, failures: &[String]) -> Result<(), StoreError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let last = self.last_seq()?;
+        self.conn.execute(
+            "UPDATE poll_requests SET done_ms = ?2, last_seq = ?3, failures = ?4, report = ?5 WHERE id = ?1",
+            params![id, now, last, failures.len() as i64, failures.join("\n")],
+        )?;
+        Ok(())
+    }
+
+    /// The round `id`, once done: the outbox range `(first_seq, last_seq]` it covers and the
+    /// failed polls; `None` while it is still running.
+    pub fn round(&self, id: i64) -> Result<Option<RoundReport>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT first_seq, last_seq, report FROM poll_requests WHERE id = ?1 AND done_ms IS NOT NULL",
+                [id],
+                |r| {
+                    let report: Option<String> = r.get(2)?;
+                    Ok(RoundReport {
+                        first_seq: r.get(0)?,
+                        last_seq: r.get(1)?,
+                        failures: report
+                            .unwrap_or_default()
+                            .lines()
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     /// Up to `limit` events after `seq`, in order.
     pub fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -378,7 +542,7 @@ impl Store {
     pub fn last_seq(&self) -> Result<i64, StoreError> {
         Ok(self
             .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM outbox", [], |r| r.get(0))?)
+            .query_row("SELECT MAX(COALESCE((SELECT MAX(seq) FROM outbox), 0), COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0))", [], |r| r.get(0))?)
     }
 
     /// A sink's progress: the last outbox position it has handled. A sink seen for the

@@ -12,5 +12,6 @@ mod field;
 mod once_command;
 mod ops;
 mod receiver;
+mod reliability;
 mod simulator;
 mod webhook;
