@@ -108,4 +108,39 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the arrival pattern (bursts, lulls, callers late by any amount), no
+        /// 60-second window holds more granted calls than the quota.
+        #[test]
+        fn no_arrival_pattern_puts_more_than_the_quota_in_any_window(
+            per_minute in 1u32..3000,
+            gaps_ms in proptest::collection::vec(
+                proptest::prop_oneof![0u64..5, 0u64..200, 0u64..20_000, 50_000u64..120_000],
+                1..3000,
+            ),
+        ) {
+            let clock = FakeRelativeClock::default();
+            let limiter =
+                governor::RateLimiter::direct_with_clock(quota(NonZeroU32::new(per_minute).unwrap()), clock.clone());
+            let mut granted: Vec<u64> = Vec::new();
+            let mut now_ms = 0u64;
+            for gap in gaps_ms {
+                clock.advance(Duration::from_millis(gap));
+                now_ms += gap;
+                if limiter.check().is_ok() {
+                    granted.push(now_ms);
+                }
+            }
+            let mut end = 0;
+            for (start, &t) in granted.iter().enumerate() {
+                while end < granted.len() && granted[end] <= t + 60_000 {
+                    end += 1;
+                }
+                proptest::prop_assert!(end - start <= per_minute as usize, "{} calls from {} ms", end - start, t);
+            }
+        }
+    }
 }

@@ -111,4 +111,42 @@ mod tests {
             "jitter spreads high"
         );
     }
+
+    proptest::proptest! {
+        /// Pops come out in (due, insertion) order, never before they are due, and every
+        /// entry pushed comes out exactly once once its time has come.
+        #[test]
+        fn pops_are_ordered_never_early_and_lose_nothing(
+            pushes in proptest::collection::vec((0i64..1000, 0u8..20), 0..300),
+            nows in proptest::collection::vec(0i64..1200, 1..50),
+        ) {
+            let mut q = DueQueue::new();
+            for (i, (due, key)) in pushes.iter().enumerate() {
+                q.push(format!("{key}-{i}").into(), *due);
+            }
+            let mut nows = nows;
+            nows.sort_unstable();
+            nows.push(i64::MAX);
+            let mut popped: Vec<(i64, usize)> = Vec::new();
+            for now in nows {
+                while let Some((key, due)) = q.pop_due(now) {
+                    proptest::prop_assert!(due <= now);
+                    let i: usize = key.rsplit('-').next().unwrap().parse().unwrap();
+                    proptest::prop_assert_eq!(pushes[i].0, due);
+                    popped.push((due, i));
+                }
+                proptest::prop_assert!(q.next_due().is_none_or(|d| d > now));
+            }
+            let mut expected: Vec<(i64, usize)> = pushes.iter().enumerate().map(|(i, (d, _))| (*d, i)).collect();
+            expected.sort_unstable();
+            proptest::prop_assert_eq!(popped, expected);
+        }
+
+        /// Backoff never exceeds its ceiling nor the cap, for any count, base and cap.
+        #[test]
+        fn backoff_stays_within_the_cap(failures in 0u32..u32::MAX, base_ms in 1u64..10_000_000, cap_ms in 1u64..100_000_000) {
+            let (base, cap) = (Duration::from_millis(base_ms), Duration::from_millis(cap_ms));
+            proptest::prop_assert!(backoff(failures, base, cap) <= cap.max(Duration::from_millis(1)));
+        }
+    }
 }

@@ -231,4 +231,50 @@ mod tests {
         );
         check(Some(("LISTED", None)), obs(Aspect::Listing, "LISTED", None), 0, &[]);
     }
+
+    fn any_aspect() -> impl proptest::strategy::Strategy<Value = Aspect> {
+        proptest::prop_oneof![
+            proptest::strategy::Just(Aspect::Import),
+            proptest::strategy::Just(Aspect::Analysis),
+            proptest::strategy::Just(Aspect::Upload),
+            proptest::strategy::Just(Aspect::Listing),
+            proptest::strategy::Just(Aspect::Encode),
+        ]
+    }
+
+    proptest::proptest! {
+        /// `detect` never panics, gives at most one change, a first sight always gives
+        /// one, the same observation twice gives none the second time, and `previous` is
+        /// what was seen.
+        #[test]
+        fn detect_is_total_and_keeps_its_promises(
+            aspect in any_aspect(),
+            before in proptest::option::of(("[A-Z_]{0,12}", proptest::option::of(-1e9f64..1e9))),
+            status in "[A-Z_]{0,12}|\\PC{0,20}",
+            percent in proptest::option::of(proptest::num::f64::ANY),
+            step in 0u8..=100,
+        ) {
+            let now = obs(aspect, &status, percent);
+            let seen = before.map(|(s, p)| Seen { status: s, percent: p });
+            let changes = detect(seen.as_ref(), &now, step);
+            proptest::prop_assert!(changes.len() <= 1);
+            match &seen {
+                None => proptest::prop_assert_eq!(changes.len(), 1),
+                Some(s) => {
+                    for c in &changes {
+                        proptest::prop_assert_eq!(c.previous.as_deref(), Some(s.status.as_str()));
+                    }
+                    if s.status != now.status && aspect != Aspect::Listing {
+                        proptest::prop_assert_eq!(changes.len(), 1);
+                    }
+                }
+            }
+            let again = Seen { status: now.status.clone(), percent: now.percent };
+            proptest::prop_assert!(detect(Some(&again), &now, step).is_empty());
+            for c in &changes {
+                let t = c.event_type();
+                proptest::prop_assert!(t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.'), "{}", t);
+            }
+        }
+    }
 }

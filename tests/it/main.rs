@@ -11,6 +11,7 @@ mod demo_command;
 mod field;
 mod once_command;
 mod ops;
+mod properties;
 mod receiver;
 mod reliability;
 mod simulator;
