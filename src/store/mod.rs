@@ -649,3 +649,49 @@ impl Store {
         Ok(self.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: usize) -> OutboxEvent {
+        OutboxEvent {
+            id: format!("id-{i}"),
+            event_type: "t".into(),
+            subject: format!("s/{}", i % 3),
+            body: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn prune_keeps_what_a_sink_a_dead_letter_or_a_retry_still_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let events: Vec<OutboxEvent> = (1..=10).map(event).collect();
+        store.commit(&[], &[], &events).unwrap();
+        store.set_cursor_at("log:a", 8).unwrap();
+        store.set_cursor_at("webhook:b", 6).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO dead_letters VALUES ('webhook:b', 2, 'id-2', 's/2', 't', 10, 'gone', 0);
+                 INSERT INTO webhook_retry VALUES ('webhook:b', 4, 1, 0, NULL);",
+            )
+            .unwrap();
+        let sinks = ["log:a".to_string(), "webhook:b".to_string()];
+        // Nothing is old enough yet.
+        assert_eq!(store.prune_outbox(&sinks, 0, 100).unwrap(), 0);
+        let later = chrono::Utc::now().timestamp_millis() + 1000;
+        // Up to the slowest sink (6), less the dead letter (2) and the retry (4), in batches.
+        assert_eq!(store.prune_outbox(&sinks, later, 2).unwrap(), 2);
+        assert_eq!(store.prune_outbox(&sinks, later, 100).unwrap(), 2);
+        let left: Vec<i64> = store.outbox_after(0, 100).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(left, vec![2, 4, 7, 8, 9, 10]);
+        // New events keep counting up from where the outbox was, pruned or not.
+        let last = store.last_seq().unwrap();
+        assert_eq!(last, 10);
+        store.prune_outbox(&["log:a".to_string()], later, 100).unwrap();
+        store.commit(&[], &[], &[event(11)]).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 11);
+    }
+}
