@@ -5,11 +5,13 @@
 //! cargo bench --bench daemon -- quota  [--watches 10000] [--seconds 300]
 //! cargo bench --bench daemon -- memory [--watches 100000]
 //! cargo bench --bench daemon -- cpu    [--watches 10000] [--seconds 120]
+//! cargo bench --bench daemon -- stall  [--forgotten 2000] [--live 100] [--seconds 300]
 //! ```
 //!
 //! `quota` runs the daemon and a naive fixed-interval poller side by side, each against its
 //! own simulator holding a 6,000 calls/min quota, and injects the same state changes into
-//! both.
+//! both. `stall` runs two daemons side by side, stall handling off and on, each watching
+//! forgotten analyses beside live imports, and injects the same imports into both.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +25,14 @@ use ncp_watchd::store::{DynamicWatch, Store};
 
 const WORKSPACE: &str = "bench";
 const PROJECT: &str = "1";
+/// The asset the config file names; dynamic watches are `asset_id(0..n)`, well below it.
+/// Config validation wants NCP's ids: positive integers.
+const STATIC_ASSET: &str = "9999999999";
+
+/// The asset id of the `i`-th bench asset: 1, 2, 3, … (NCP ids are positive).
+fn asset_id(i: u64) -> String {
+    (i + 1).to_string()
+}
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -38,24 +48,34 @@ fn now_ms() -> i64 {
 
 /// A scenario of `n` video assets, all in progress, plus the one the config names.
 fn scenario(n: u64) -> Scenario {
-    let mut text = String::from(
-        "[[video_asset]]\nworkspace = \"bench\"\nproject_id = \"1\"\nasset_id = \"static\"\nimport = [{ at = \"0s\", status = \"IN_PROGRESS\" }]\n",
+    scenario_of(n, "IN_PROGRESS")
+}
+
+/// A scenario of `n` video assets whose import shows `status` (and whose analysis, never
+/// started, shows BEFORE_ANALYZE), plus the one the config names, in progress.
+fn scenario_of(n: u64, status: &str) -> Scenario {
+    let mut text = format!(
+        "[[video_asset]]\nworkspace = \"{WORKSPACE}\"\nproject_id = \"{PROJECT}\"\nasset_id = \"{STATIC_ASSET}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n",
     );
-    text.push_str(
-        "[[video_asset]]\nworkspace = \"bench\"\nproject_id = \"1\"\nasset_id = \"TEMPLATE\"\nimport = [{ at = \"0s\", status = \"IN_PROGRESS\" }]\n",
-    );
+    text.push_str(&format!(
+        "[[video_asset]]\nworkspace = \"{WORKSPACE}\"\nproject_id = \"{PROJECT}\"\nasset_id = \"1\"\nimport = [{{ at = \"0s\", status = \"{status}\" }}]\n",
+    ));
     let mut s = Scenario::parse(&text).expect("bench scenario parses");
     let template = s.video_asset.pop().expect("template");
     for i in 0..n {
         let mut a = template.clone();
-        a.asset_id = i.to_string();
+        a.asset_id = asset_id(i);
         s.video_asset.push(a);
     }
     s
 }
 
 async fn start_sim(n: u64, quota: u32) -> Arc<SimHandle> {
-    let mut config = SimConfig::new(scenario(n));
+    start_sim_with(scenario(n), quota).await
+}
+
+async fn start_sim_with(scenario: Scenario, quota: u32) -> Arc<SimHandle> {
+    let mut config = SimConfig::new(scenario);
     config.quota_per_minute = quota;
     Arc::new(
         SimHandle::start(config, "127.0.0.1:0".parse().unwrap())
@@ -66,21 +86,32 @@ async fn start_sim(n: u64, quota: u32) -> Arc<SimHandle> {
 
 /// A directory with a config pointing at `sim_url` and a store holding `n` dynamic watches.
 fn prepare(dir: &Path, sim_url: &str, n: u64, rate: u32, interval: &str) {
+    write_config(dir, sim_url, rate, &format!("interval = \"{interval}\"\n"), "");
+    add_watches(dir, 0..n, false);
+}
+
+/// Writes `config.toml`: the simulator's URLs, the limits, `poll` as the `[poll]` table's
+/// lines, the one configured watch, and `extra` (sinks) at the end.
+fn write_config(dir: &Path, sim_url: &str, rate: u32, poll: &str, extra: &str) {
     let config = format!(
         "[api]\nmedia_url = \"{sim_url}\"\nvod_url = \"{sim_url}\"\nrate_limit_per_minute = {rate}\nmax_in_flight = 8\ntimeout = \"10s\"\n\
-         [poll]\ninterval = \"{interval}\"\n[state]\npath = \"state.db\"\n[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n\
-         [[watch.video_asset]]\nworkspace = \"{WORKSPACE}\"\nproject_id = \"{PROJECT}\"\nasset_id = \"static\"\n"
+         [poll]\n{poll}[state]\npath = \"state.db\"\n[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n\
+         [[watch.video_asset]]\nworkspace = \"{WORKSPACE}\"\nproject_id = \"{PROJECT}\"\nasset_id = \"{STATIC_ASSET}\"\n{extra}"
     );
     std::fs::write(dir.join("config.toml"), config).unwrap();
+}
+
+/// Adds dynamic watches (as `register --watch` does) of the assets `asset_id(i)`.
+fn add_watches(dir: &Path, ids: std::ops::Range<u64>, analysis: bool) {
     let mut store = Store::open(&dir.join("state.db")).unwrap();
-    let watches: Vec<DynamicWatch> = (0..n)
+    let watches: Vec<DynamicWatch> = ids
         .map(|i| DynamicWatch {
             id: 0,
             workspace: WORKSPACE.into(),
             project_id: PROJECT.into(),
-            asset_id: i.to_string(),
+            asset_id: asset_id(i),
             name: None,
-            analysis: false,
+            analysis,
         })
         .collect();
     store.add_dynamic_watches(&watches).unwrap();
@@ -186,7 +217,10 @@ async fn naive_poller(url: String, n: u64, interval: Duration, until: Instant) -
             let (http, url, sem) = (http.clone(), url.clone(), sem.clone());
             tasks.spawn(async move {
                 let _permit = sem.acquire().await.unwrap();
-                let path = format!("/api/v1/workspaces/{WORKSPACE}/projects/{PROJECT}/video-assets/{i}/import-status");
+                let path = format!(
+                    "/api/v1/workspaces/{WORKSPACE}/projects/{PROJECT}/video-assets/{}/import-status",
+                    asset_id(i)
+                );
                 let ts = now_ms() as u64;
                 let sig = signer::sign("GET", &path, ts, sim::DEFAULT_ACCESS_KEY, sim::DEFAULT_SECRET_KEY);
                 let r = http
@@ -204,7 +238,7 @@ async fn naive_poller(url: String, n: u64, interval: Duration, until: Instant) -
                         .and_then(|v| v["result"]["uploadStatus"].as_str().map(str::to_string)),
                     _ => None,
                 };
-                (i.to_string(), status, now_ms())
+                (asset_id(i), status, now_ms())
             });
         }
         while let Some(Ok((id, status, at))) = tasks.join_next().await {
@@ -248,7 +282,7 @@ async fn quota_bench() {
     let mut changes: Vec<(String, i64)> = Vec::new();
     let mut next_id = 0u64;
     while Instant::now() < inject_to {
-        let id = (next_id * 7919 % n).to_string();
+        let id = asset_id(next_id * 7919 % n);
         next_id += 1;
         let at = now_ms();
         for sim in [&daemon_sim, &naive_sim] {
@@ -382,6 +416,195 @@ async fn cpu_bench() {
     );
 }
 
+/// How many `watch.stalled` events a log sink's JSON-lines file holds so far.
+fn stalled_in_log(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["type"] == "watch.stalled")
+        .count()
+}
+
+/// One side of the stall bench: a simulator, a directory with the daemon's config and
+/// store, and the daemon.
+struct StallRun {
+    name: &'static str,
+    stall_after: &'static str,
+    sim: Arc<SimHandle>,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+async fn stall_bench() {
+    let forgotten = arg("--forgotten", 2000);
+    let live = arg("--live", 100);
+    let seconds = arg("--seconds", 300);
+    let rate = 1000u32;
+    let interval = "15s";
+    // The longest duration the config accepts (MAX_DURATION); "10y" is 10 × 365.25 days, over it.
+    let off = "3650d";
+    let on = "60s";
+    println!(
+        "## stall: {forgotten} forgotten analyses (BEFORE_ANALYZE forever) + {live} live imports, \
+         {rate} calls/min (simulator quota {rate}), interval {interval}; stall_after {off} (off) vs {on} (on), \
+         stalled_interval default (10m); measured over {seconds} s once the forgotten ones have stalled"
+    );
+    // Forgotten assets: imported long ago (COMPLETED), watched with analysis = true, and
+    // nobody ever starts the analysis. The live imports do not exist yet.
+    let mut prepared = Vec::new();
+    for (name, stall_after) in [("stall handling off", off), ("stall handling on", on)] {
+        let sim = start_sim_with(scenario_of(forgotten, "COMPLETED"), rate).await;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("events.jsonl");
+        write_config(
+            dir.path(),
+            &sim.url(),
+            rate,
+            &format!("interval = \"{interval}\"\nstall_after = \"{stall_after}\"\n"),
+            &format!("[[sink.log]]\npath = \"{}\"\n", log.display()),
+        );
+        add_watches(dir.path(), 0..forgotten, true);
+        prepared.push((name, stall_after, sim, dir));
+    }
+    let started = Instant::now();
+    let mut runs: Vec<StallRun> = prepared
+        .into_iter()
+        .map(|(name, stall_after, sim, dir)| StallRun {
+            name,
+            stall_after,
+            sim,
+            child: spawn_daemon(dir.path()),
+            dir,
+        })
+        .collect();
+
+    // Warm-up: each forgotten asset takes an import poll, a first analysis poll, and a
+    // second one at least `stall_after` later that stalls it: three rounds of the quota.
+    let round = (forgotten + 1) as f64 * 60.0 / f64::from(rate);
+    let give_up = started + Duration::from_secs_f64(3.5 * round + 60.0);
+    let on_log = runs[1].dir.path().join("events.jsonl");
+    while stalled_in_log(&on_log) < forgotten as usize && Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    println!(
+        "{} watch.stalled events after {:.0} s (three quota rounds of {forgotten} calls take {:.0} s)",
+        stalled_in_log(&on_log),
+        started.elapsed().as_secs_f64(),
+        3.0 * round
+    );
+
+    // Live imports: new uploads, watched as `register --watch` does, each finishing 20 to 40 s
+    // later (well within stall_after, as a real import finishes within minutes of 6 h). They
+    // are added one by one over the first 40% of the window; the rest lets the slowest be seen.
+    let from = Instant::now();
+    let from_ms = now_ms();
+    let until = from + Duration::from_secs(seconds);
+    let spacing = Duration::from_secs(seconds).mul_f64(0.4) / live.max(1) as u32;
+    let mut stores: Vec<Store> = runs
+        .iter()
+        .map(|r| Store::open(&r.dir.path().join("state.db")).unwrap())
+        .collect();
+    let mut pending: Vec<(Instant, String)> = Vec::new();
+    let mut changes: Vec<(String, i64)> = Vec::new();
+    let set = |runs: &[StallRun], id: &str, status: &str| {
+        for run in runs {
+            run.sim.set(SetState::VideoAsset {
+                workspace: WORKSPACE.into(),
+                project_id: PROJECT.into(),
+                asset_id: id.to_string(),
+                status: status.into(),
+            });
+        }
+    };
+    for i in 0..live {
+        let added = from + spacing * i as u32;
+        // Finish the imports that are due before this one starts.
+        while let Some(pos) = (0..pending.len())
+            .filter(|&p| pending[p].0 <= added)
+            .min_by_key(|&p| pending[p].0)
+        {
+            let (at, id) = pending.remove(pos);
+            tokio::time::sleep_until(at.into()).await;
+            set(&runs, &id, "COMPLETED");
+            changes.push((id, now_ms()));
+        }
+        tokio::time::sleep_until(added.into()).await;
+        let id = asset_id(forgotten + i);
+        set(&runs, &id, "IN_PROGRESS");
+        for store in &mut stores {
+            store
+                .add_dynamic_watch(&DynamicWatch {
+                    id: 0,
+                    workspace: WORKSPACE.into(),
+                    project_id: PROJECT.into(),
+                    asset_id: id.clone(),
+                    name: None,
+                    analysis: false,
+                })
+                .unwrap();
+        }
+        pending.push((added + Duration::from_secs(20 + i * 7 % 21), id));
+    }
+    pending.sort();
+    for (at, id) in pending {
+        tokio::time::sleep_until(at.into()).await;
+        set(&runs, &id, "COMPLETED");
+        changes.push((id, now_ms()));
+    }
+    drop(stores);
+    tokio::time::sleep_until(until.into()).await;
+    let to_ms = now_ms();
+    for run in &mut runs {
+        stop(&mut run.child);
+    }
+    println!(
+        "{} live imports completed from {:.0} s to {:.0} s after the window opened; the window is {seconds} s",
+        changes.len(),
+        changes.first().map_or(0, |c| c.1 - from_ms) as f64 / 1000.0,
+        changes.last().map_or(0, |c| c.1 - from_ms) as f64 / 1000.0
+    );
+
+    println!(
+        "| run | stall_after | watch.stalled events | calls/min (window) | quota used (window) | 429s (whole run) | peak calls in any 60 s (whole run) | live detected | mean latency | p50 | p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for run in &runs {
+        let store = Store::open(&run.dir.path().join("state.db")).unwrap();
+        let outbox = store.outbox_after(0, usize::MAX >> 1).unwrap();
+        let stalled = outbox.iter().filter(|r| r.event_type == "watch.stalled").count();
+        let completed: HashMap<&str, i64> = outbox
+            .iter()
+            .filter(|r| r.event_type == "video_asset.import.completed")
+            .map(|r| (r.subject.rsplit('/').next().unwrap_or_default(), r.created_ms))
+            .collect();
+        let mut lat: Vec<f64> = changes
+            .iter()
+            .filter_map(|(id, at)| completed.get(id.as_str()).map(|d| (*d - *at) as f64 / 1000.0))
+            .collect();
+        let found = lat.len();
+        let (mean, p50, p99) = latency_figures(&mut lat);
+        let q = quota_figures(&run.sim, rate, from_ms, to_ms);
+        let minutes = (to_ms - from_ms) as f64 / 60_000.0;
+        let served = run
+            .sim
+            .requests()
+            .iter()
+            .filter(|r| r.status != 429 && r.at_ms >= from_ms && r.at_ms < to_ms)
+            .count() as f64;
+        println!(
+            "| {} | {} | {stalled} | {:.0} | {:.1}% | {} | {} | {found}/{} | {mean:.1} s | {p50:.1} s | {p99:.1} s |",
+            run.name,
+            run.stall_after,
+            served / minutes,
+            q.used_pct,
+            q.rejected_429,
+            q.peak_60s,
+            changes.len()
+        );
+    }
+}
+
 /// A receiver that counts what it is sent.
 async fn counting_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -488,12 +711,13 @@ fn main() {
             "memory" => memory_bench().await,
             "cpu" => cpu_bench().await,
             "delivery" => delivery_bench().await,
+            "stall" => stall_bench().await,
             "all" => {
                 memory_bench().await;
                 cpu_bench().await;
                 quota_bench().await;
             }
-            _ => eprintln!("usage: cargo bench --bench daemon -- quota|memory|cpu|delivery|all [--watches N] [--events N] [--seconds S]"),
+            _ => eprintln!("usage: cargo bench --bench daemon -- quota|memory|cpu|delivery|stall|all [--watches N] [--events N] [--forgotten N] [--live N] [--seconds S]"),
         }
     });
 }
