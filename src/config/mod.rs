@@ -49,9 +49,9 @@ pub const DEFAULT_UPLOAD_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(6 * 3600);
 /// A stalled item still gets polled, but at a rate that cannot eat the quota.
 pub const DEFAULT_STALLED_INTERVAL: Duration = Duration::from_secs(600);
-/// The longest duration any key accepts: far past any sensible setting, and small enough
-/// that adding it to a timestamp can never overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// The longest duration any key accepts, ten years as humantime counts them ("10y"): far
+/// past any sensible setting, and small enough that adding it to a timestamp never overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 /// A week of delivered events is enough to look back at an incident, and bounds the store.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Systemd's StateDirectory for a unit named ncp-watchd.
