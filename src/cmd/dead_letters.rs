@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::cli::{DeadLetterAction, DeadLetterArgs};
+use crate::sink::webhook::UrlScrubber;
 use crate::store::Store;
 
 use super::{Failure, load_config};
@@ -20,7 +21,18 @@ pub async fn run(args: &DeadLetterArgs) -> Result<(), Failure> {
     let mut store = Store::open(&config.state_path).map_err(|e| Failure::Runtime(e.to_string()))?;
     match &args.action {
         DeadLetterAction::List { json } => {
-            let letters = store.dead_letters(None).map_err(|e| Failure::Runtime(e.to_string()))?;
+            let mut letters = store.dead_letters(None).map_err(|e| Failure::Runtime(e.to_string()))?;
+            // The sink scrubs its URL from every error before storing it; scrubbing again
+            // here keeps letters recorded by an older version, or under an older URL that is
+            // still configured on another sink, from showing a token.
+            let scrubbers: Vec<UrlScrubber> = config.sinks.webhooks.iter().map(|w| UrlScrubber::new(&w.url)).collect();
+            for letter in &mut letters {
+                if let Some(error) = &mut letter.last_error {
+                    for scrubber in &scrubbers {
+                        *error = scrubber.scrub(error);
+                    }
+                }
+            }
             if *json {
                 let rows: Vec<_> = letters
                     .iter()

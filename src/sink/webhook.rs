@@ -4,17 +4,22 @@
 //! The pipeline, for one sink:
 //! 1. read the outbox from the sink's cursor into a bounded window (never all of it);
 //! 2. dispatch every event that is the oldest undelivered one of its subject, is due, and
-//!    fits the concurrency bound;
+//!    fits the concurrency bound, oldest first across subjects (replays likewise, one per
+//!    subject at a time);
 //! 3. record each outcome (delivered, retry at, dead letter) durably, batched, and move the
 //!    cursor past the window's finished prefix.
 //!
 //! A crash repeats only the deliveries that were in flight: everything delivered past the
 //! cursor is recorded, and a repeat carries the same `webhook-id`.
+//!
+//! Nothing a receiver sends can grow without bound here: at most an excerpt of an error
+//! body is read, `Retry-After` is capped at `retry_max`, and every error text is scrubbed
+//! of the URL ([`UrlScrubber`]) before it is logged or stored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -22,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::encode::{CLOUDEVENTS_JSON, signature, slack_body};
 use super::selects;
-use crate::config::{WebhookFormat, WebhookSink};
+use crate::config::{Secret, WebhookFormat, WebhookSink};
 use crate::event::CloudEvent;
 use crate::schedule::backoff;
 use crate::store::{DeadLetter, OutboxRow, Outcome, RetryState, Store, StoreError};
-use crate::text::{error_chain, excerpt};
+use crate::text::error_chain;
 
 /// Events held in memory per sink at most: 1,000,000 pending events are streamed through
 /// this window, never loaded at once.
@@ -35,8 +40,17 @@ const WINDOW: usize = 1024;
 const CONCURRENCY: usize = 16;
 /// How often the sink looks for replays, pause changes and new events when not woken.
 const TICK: Duration = Duration::from_millis(500);
-/// How much of a refusing receiver's body goes into the log.
+/// How much of a refusing receiver's body goes into the log. Only this much (plus the
+/// longest scrubbed piece of the URL) is ever read: a body can be gigabytes.
 const BODY_EXCERPT: usize = 200;
+/// Pieces of the webhook URL shorter than this are not scrubbed on their own: a path like
+/// `/x` carries no token, and scrubbing every `x` would make errors unreadable.
+const MIN_SCRUBBED: usize = 6;
+/// Path segments at least this long are scrubbed on their own too: that is what a token
+/// looks like, and a receiver may echo just the segment it did not recognize.
+const MIN_SCRUBBED_SEGMENT: usize = 16;
+/// What a scrubbed piece of the URL becomes.
+const REDACTED: &str = "<redacted>";
 
 /// The signing key, kept out of `Debug`.
 #[derive(Clone)]
@@ -55,6 +69,91 @@ pub struct WebhookSpec {
     pub sink: WebhookSink,
     /// The key from `whsec_<base64>`, when signed.
     pub key: Option<SigningKey>,
+    /// Removes the URL from every error text this sink logs or stores.
+    scrubber: UrlScrubber,
+}
+
+/// Removes a webhook URL from text: the sink's own guarantee that a receiver echoing the
+/// request (a common default for 404 pages) cannot put the URL's token into a log line,
+/// the store or `dead-letters list`. It scrubs the URL as configured and as sent, its path
+/// and query on their own (when longer than [`MIN_SCRUBBED`]), both also percent-decoded,
+/// and every path segment of at least [`MIN_SCRUBBED_SEGMENT`] characters.
+#[derive(Clone)]
+pub struct UrlScrubber {
+    /// What to remove, longest first, so a whole URL goes before the path inside it.
+    needles: Vec<String>,
+}
+
+impl std::fmt::Debug for UrlScrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UrlScrubber(<redacted>)")
+    }
+}
+
+impl UrlScrubber {
+    /// The scrubber for one webhook URL.
+    pub fn new(url: &Secret) -> Self {
+        let raw = url.expose().trim();
+        let mut needles = vec![raw.to_string()];
+        if let Ok(parsed) = url::Url::parse(raw) {
+            needles.push(parsed.as_str().to_string());
+            let path = parsed.path().trim_matches('/');
+            let query = parsed.query().unwrap_or_default();
+            for piece in [path, query] {
+                needles.push(piece.to_string());
+                if let Ok(decoded) = percent_encoding::percent_decode_str(piece).decode_utf8() {
+                    needles.push(decoded.into_owned());
+                }
+            }
+            for segment in path.split('/') {
+                if segment.len() >= MIN_SCRUBBED_SEGMENT {
+                    needles.push(segment.to_string());
+                }
+            }
+        }
+        needles.retain(|n| n.len() >= MIN_SCRUBBED);
+        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        needles.dedup();
+        Self { needles }
+    }
+
+    /// `text` with every piece of the URL replaced by `<redacted>`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for needle in &self.needles {
+            if text.contains(needle.as_str()) {
+                text = text.replace(needle.as_str(), REDACTED);
+            }
+        }
+        text
+    }
+
+    /// The longest piece scrubbed, in bytes.
+    fn longest(&self) -> usize {
+        self.needles.first().map_or(0, String::len)
+    }
+
+    /// The first `max` bytes of `body` as scrubbed text. A piece of the URL that starts
+    /// inside the excerpt and runs past its end is kept whole, so that it is scrubbed rather
+    /// than cut into a prefix that would survive scrubbing. `body` must hold at least
+    /// `max + self.longest()` bytes when the receiver sent that many.
+    fn excerpt(&self, body: &[u8], max: usize) -> String {
+        let mut cut = body.len().min(max);
+        for needle in &self.needles {
+            let n = needle.as_bytes();
+            let from = cut.saturating_sub(n.len() - 1);
+            let straddling = body
+                .get(from..)
+                .unwrap_or_default()
+                .windows(n.len())
+                .enumerate()
+                .filter(|(i, w)| from + i < cut && *w == n)
+                .map(|(i, _)| from + i + n.len())
+                .max();
+            cut = cut.max(straddling.unwrap_or(0));
+        }
+        self.scrub(&crate::text::excerpt(&body[..cut], cut))
+    }
 }
 
 impl WebhookSpec {
@@ -72,6 +171,7 @@ impl WebhookSpec {
         Ok(Self {
             sink: sink.clone(),
             key,
+            scrubber: UrlScrubber::new(&sink.url),
         })
     }
 
@@ -92,6 +192,14 @@ enum Attempt {
     Gone,
 }
 
+/// A dead letter re-queued by `dead-letters replay`.
+struct Replay {
+    row: Arc<OutboxRow>,
+    attempts: u32,
+    next_attempt_ms: i64,
+    in_flight: bool,
+}
+
 /// An event in the window.
 struct Entry {
     row: Arc<OutboxRow>,
@@ -106,8 +214,20 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Sends one event to the receiver.
+/// Sends one event to the receiver. Every error text leaves here scrubbed of the URL: this
+/// is the one place attempts are made, so nothing later can log or store an unscrubbed one.
 async fn attempt(http: &reqwest::Client, spec: &WebhookSpec, row: &OutboxRow) -> Attempt {
+    match send(http, spec, row).await {
+        Attempt::Failed { error, retry_after } => Attempt::Failed {
+            error: spec.scrubber.scrub(&error),
+            retry_after,
+        },
+        other => other,
+    }
+}
+
+/// One POST and what its answer means.
+async fn send(http: &reqwest::Client, spec: &WebhookSpec, row: &OutboxRow) -> Attempt {
     let s = &spec.sink;
     let (body, content_type) = match s.format {
         WebhookFormat::CloudEvents => (row.body.clone(), CLOUDEVENTS_JSON),
@@ -149,7 +269,7 @@ async fn attempt(http: &reqwest::Client, spec: &WebhookSpec, row: &OutboxRow) ->
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::ncp::client::parse_retry_after);
+        .and_then(|v| parse_retry_after(v, SystemTime::now(), s.retry_max));
     match status {
         200..=299 => Attempt::Delivered,
         410 => Attempt::Gone,
@@ -162,15 +282,61 @@ async fn attempt(http: &reqwest::Client, spec: &WebhookSpec, row: &OutboxRow) ->
             retry_after,
         },
         _ => {
-            // A receiver error: it counts as an attempt, and the body says why.
-            let body = response.bytes().await.unwrap_or_default();
-            let excerpt = excerpt(&body, BODY_EXCERPT);
+            // A receiver error: it counts as an attempt, and the body says why. Only the
+            // start of the body is read; the rest is dropped with the connection.
+            let body = read_at_most(response, BODY_EXCERPT + spec.scrubber.longest()).await;
+            let excerpt = spec.scrubber.excerpt(&body, BODY_EXCERPT);
             Attempt::Failed {
                 error: format!("receiver refused with HTTP {status}: {excerpt:?}"),
                 retry_after,
             }
         }
     }
+}
+
+/// The first `max` bytes of a response body (fewer when it is shorter or breaks off), read
+/// chunk by chunk; the response is dropped once they are in, unread beyond them.
+async fn read_at_most(mut response: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(max.min(64 * 1024));
+    while kept.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..chunk.len().min(max - kept.len())]),
+            // A body that breaks off still explains the refusal as far as it got.
+            Ok(None) | Err(_) => break,
+        }
+    }
+    kept
+}
+
+/// How long a receiver's `Retry-After` (delay seconds or an HTTP date) asks to wait, at most
+/// `cap`: a huge number or a far-future date is read as `cap`, a date in the past as zero,
+/// and anything else (a negative number, garbage) as no header at all.
+pub fn parse_retry_after(value: &str, now: SystemTime, cap: Duration) -> Option<Duration> {
+    let value = value.trim();
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is just a very long wait.
+        value.parse::<u64>().map_or(cap, Duration::from_secs)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    Some(wait.min(cap))
+}
+
+/// The wait before retry number `attempts`: the backoff, or longer when the receiver's
+/// `Retry-After` asks for longer, but never past `retry_max`. A receiver cannot park a
+/// delivery for longer than the operator allowed, nor (by overflowing a deadline) make it
+/// retry in a tight loop.
+fn next_delay(attempts: u32, retry_after: Option<Duration>, sink: &WebhookSink) -> Duration {
+    let backoff = retry_delay(attempts, sink.retry_initial, sink.retry_max);
+    retry_after
+        .map_or(backoff, |r| r.max(backoff))
+        .min(sink.retry_max.max(sink.retry_initial))
+}
+
+/// `now_ms() + delay`, saturating.
+fn after(delay: Duration) -> i64 {
+    now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What a bounded run (`once`) delivered.
@@ -243,9 +409,9 @@ async fn deliver(
     // Undelivered events of each subject in the window, oldest first: only the oldest may go.
     let mut by_subject: HashMap<String, BTreeSet<i64>> = HashMap::new();
     let mut read_to = cursor;
-    // Replays asked for by `dead-letters replay`: event, attempts, next attempt.
-    let mut replays: HashMap<i64, (Arc<OutboxRow>, u32, i64)> = HashMap::new();
-    let mut replays_in_flight: HashSet<i64> = HashSet::new();
+    // Replays asked for by `dead-letters replay`, by outbox position: per subject, only the
+    // oldest goes, as in normal delivery.
+    let mut replays: BTreeMap<i64, Replay> = BTreeMap::new();
     let mut running: JoinSet<(i64, bool, Attempt)> = JoinSet::new();
     let mut paused = store.sink_pause(sink)?;
     let mut outcomes: Vec<Outcome> = Vec::new();
@@ -288,15 +454,18 @@ async fn deliver(
             }
         }
 
-        // 2. Dispatch: the oldest undelivered event of each subject, when due.
+        // 2. Dispatch: the oldest undelivered event of each subject, when due, oldest subject
+        // first (by outbox position), so that when more are due than may go at once, the
+        // one waiting longest goes next and none is starved.
         let now = now_ms();
         let mut next_due: Option<i64> = None;
         if paused.is_none() {
-            for seqs in by_subject.values() {
+            let mut heads: Vec<i64> = by_subject.values().filter_map(|seqs| seqs.first().copied()).collect();
+            heads.sort_unstable();
+            for seq in heads {
                 if running.len() >= CONCURRENCY {
                     break;
                 }
-                let Some(&seq) = seqs.first() else { continue };
                 let entry = window.get_mut(&seq).expect("indexed events are in the window");
                 if entry.in_flight {
                     continue;
@@ -309,14 +478,23 @@ async fn deliver(
                 let (http, spec, row) = (http.clone(), spec.clone(), entry.row.clone());
                 running.spawn(async move { (row.seq, false, attempt(&http, &spec, &row).await) });
             }
-            for (seq, (row, _, due)) in &replays {
+            // Replays in outbox order; a subject's later replays wait while its oldest one is
+            // in flight or waiting for a retry.
+            let mut subjects_taken: HashSet<&str> = HashSet::new();
+            for replay in replays.values_mut() {
                 if running.len() >= CONCURRENCY {
                     break;
                 }
-                if *due <= now && replays_in_flight.insert(*seq) {
-                    let (http, spec, row) = (http.clone(), spec.clone(), row.clone());
-                    running.spawn(async move { (row.seq, true, attempt(&http, &spec, &row).await) });
+                if !subjects_taken.insert(replay.row.subject.as_str()) || replay.in_flight {
+                    continue;
                 }
+                if replay.next_attempt_ms > now {
+                    next_due = Some(next_due.map_or(replay.next_attempt_ms, |d| d.min(replay.next_attempt_ms)));
+                    continue;
+                }
+                replay.in_flight = true;
+                let (http, spec, row) = (http.clone(), spec.clone(), replay.row.clone());
+                running.spawn(async move { (row.seq, true, attempt(&http, &spec, &row).await) });
             }
         }
 
@@ -354,7 +532,6 @@ async fn deliver(
                 }
                 for (seq, replay, result) in finished {
                     let outcome = if replay {
-                        replays_in_flight.remove(&seq);
                         settle_replay(spec.as_ref(), &mut replays, seq, result, &mut paused)
                     } else {
                         settle(spec.as_ref(), &mut window, &mut by_subject, seq, result, &mut paused)
@@ -384,7 +561,12 @@ async fn deliver(
             _ = tick.tick() => {
                 paused = store.sink_pause(sink)?;
                 for row in store.pending_replays(sink)? {
-                    replays.entry(row.seq).or_insert_with(|| (Arc::new(row), 0, 0));
+                    replays.entry(row.seq).or_insert_with(|| Replay {
+                        row: Arc::new(row),
+                        attempts: 0,
+                        next_attempt_ms: 0,
+                        in_flight: false,
+                    });
                 }
             }
             _ = tokio::time::sleep(sleep) => {}
@@ -474,10 +656,8 @@ fn settle(
                 finish(window, by_subject);
                 return Some(Outcome::Dead { letter, replay: false });
             }
-            // A receiver's Retry-After is honoured even past retry_max: it knows best.
-            let delay = retry_delay(entry.attempts, s.retry_initial, s.retry_max);
-            let delay = retry_after.map_or(delay, |r| r.max(delay));
-            entry.next_attempt_ms = now_ms() + delay.as_millis() as i64;
+            let delay = next_delay(entry.attempts, retry_after, s);
+            entry.next_attempt_ms = after(delay);
             tracing::warn!(sink = %s.name, receiver = %s.url_display, event_id = %row.id, subject = %row.subject, attempts = entry.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "delivery failed; will retry");
             Some(Outcome::Retry {
                 seq,
@@ -495,14 +675,15 @@ fn settle(
 /// the dead letters.
 fn settle_replay(
     spec: &WebhookSpec,
-    replays: &mut HashMap<i64, (Arc<OutboxRow>, u32, i64)>,
+    replays: &mut BTreeMap<i64, Replay>,
     seq: i64,
     result: Attempt,
     paused: &mut Option<String>,
 ) -> Option<Outcome> {
     let s = &spec.sink;
-    let (row, attempts, due) = replays.get_mut(&seq)?;
-    let row = row.clone();
+    let replay = replays.get_mut(&seq)?;
+    replay.in_flight = false;
+    let row = replay.row.clone();
     match result {
         Attempt::Delivered => {
             tracing::info!(sink = %s.name, receiver = %s.url_display, event_id = %row.id, subject = %row.subject, "replayed dead letter delivered");
@@ -513,10 +694,12 @@ fn settle_replay(
             *paused = Some(format!("the receiver answered 410 Gone for event {}", row.id));
             None
         }
-        Attempt::Failed { error, .. } => {
-            *attempts += 1;
-            if *attempts < s.max_attempts {
-                *due = now_ms() + retry_delay(*attempts, s.retry_initial, s.retry_max).as_millis() as i64;
+        Attempt::Failed { error, retry_after } => {
+            replay.attempts += 1;
+            if replay.attempts < s.max_attempts {
+                let delay = next_delay(replay.attempts, retry_after, s);
+                replay.next_attempt_ms = after(delay);
+                tracing::warn!(sink = %s.name, receiver = %s.url_display, event_id = %row.id, subject = %row.subject, attempts = replay.attempts, retry_in_ms = delay.as_millis() as u64, error = %error, "replayed delivery failed; will retry");
                 return None;
             }
             replays.remove(&seq);
@@ -539,8 +722,112 @@ fn settle_replay(
 
 #[cfg(test)]
 mod tests {
-    use super::retry_delay;
-    use std::time::Duration;
+    use super::{UrlScrubber, next_delay, parse_retry_after, retry_delay};
+    use crate::config::{Secret, WebhookFormat, WebhookSink};
+    use std::time::{Duration, SystemTime};
+
+    fn sink(retry_initial: Duration, retry_max: Duration) -> WebhookSink {
+        WebhookSink {
+            name: "ops".into(),
+            url: Secret::new("http://127.0.0.1:1/hook"),
+            url_display: "http://127.0.0.1:1".into(),
+            secret: None,
+            events: vec![],
+            format: WebhookFormat::CloudEvents,
+            timeout: Duration::from_secs(5),
+            max_attempts: 10,
+            retry_initial,
+            retry_max,
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_without_overflow_and_capped() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let cap = Duration::from_secs(60);
+        for huge in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999",
+            "99999999999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse_retry_after(huge, now, cap), Some(cap), "{huge}");
+        }
+        assert_eq!(parse_retry_after(" 7 ", now, cap), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("0", now, cap), Some(Duration::ZERO));
+        let soon = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&soon, now, cap), Some(Duration::from_secs(30)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&past, now, cap),
+            Some(Duration::ZERO),
+            "a date in the past is no wait, not a negative one"
+        );
+        for junk in ["-5", "", "soon", "1.5", "+3"] {
+            assert_eq!(parse_retry_after(junk, now, cap), None, "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn a_receivers_retry_after_lengthens_the_wait_but_never_past_retry_max() {
+        let s = sink(Duration::from_millis(100), Duration::from_secs(2));
+        for attempts in [1, 2, 5, 40] {
+            assert_eq!(next_delay(attempts, Some(Duration::MAX), &s), Duration::from_secs(2));
+            assert_eq!(
+                next_delay(attempts, Some(Duration::from_secs(1800)), &s),
+                Duration::from_secs(2)
+            );
+            let d = next_delay(attempts, Some(Duration::ZERO), &s);
+            assert!(d >= Duration::from_millis(100) && d <= Duration::from_secs(2), "{d:?}");
+        }
+        assert_eq!(
+            next_delay(1, Some(Duration::from_millis(1500)), &s),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(next_delay(1, None, &s), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_scrubber_removes_the_url_its_path_its_query_and_token_segments() {
+        let url = "https://hooks.example.com/services/T0/B0/TOKEN-SENTINEL-1234?key=QUERY-SENTINEL";
+        let scrubber = UrlScrubber::new(&Secret::new(url));
+        for text in [
+            format!("error sending request for url ({url})"),
+            "no route for POST /services/T0/B0/TOKEN-SENTINEL-1234?key=QUERY-SENTINEL".to_string(),
+            "unknown path services/T0/B0/TOKEN-SENTINEL-1234".to_string(),
+            "unknown webhook TOKEN-SENTINEL-1234".to_string(),
+            "bad query key=QUERY-SENTINEL".to_string(),
+        ] {
+            let scrubbed = scrubber.scrub(&text);
+            assert!(
+                !scrubbed.contains("SENTINEL") && scrubbed.contains("<redacted>"),
+                "{text} → {scrubbed}"
+            );
+        }
+        let decoded = UrlScrubber::new(&Secret::new("http://h/a%20b/c%2Fsecret-path"));
+        assert!(!decoded.scrub("no route a b/c/secret-path").contains("secret"));
+        // Short paths carry no token; scrubbing them would wreck the message.
+        let short = UrlScrubber::new(&Secret::new("http://127.0.0.1:9/x"));
+        assert_eq!(short.scrub("x marks the spot"), "x marks the spot");
+        assert_eq!(short.scrub("http://127.0.0.1:9/x failed"), "<redacted> failed");
+    }
+
+    #[test]
+    fn an_excerpt_never_keeps_a_cut_off_piece_of_the_url() {
+        let scrubber = UrlScrubber::new(&Secret::new("http://h/services/T0/B0/TOKEN-SENTINEL-1234"));
+        for pad in 170..200 {
+            let body = format!("{}/services/T0/B0/TOKEN-SENTINEL-1234 and more text", "x".repeat(pad));
+            let kept = scrubber.excerpt(body.as_bytes(), 200);
+            assert!(
+                !kept.contains("TOKEN") && !kept.contains("services/T0"),
+                "{pad}: {kept}"
+            );
+            assert!(kept.len() <= 200 + "<redacted>".len(), "{pad}: {}", kept.len());
+        }
+        assert_eq!(scrubber.excerpt(b"short body", 200), "short body");
+        assert_eq!(scrubber.excerpt("é".repeat(150).as_bytes(), 201).len(), 200);
+    }
 
     #[test]
     fn retries_wait_between_initial_and_a_growing_capped_ceiling() {

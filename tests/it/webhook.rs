@@ -7,7 +7,7 @@ use cloudevents::AttributesReader as _;
 use serde_json::Value;
 
 use crate::helpers::{Daemon, FAST_POLL, TWO_ASSETS, config_text, has, read_events, set_import, sim_with, summary};
-use crate::receiver::{Receiver, Reply, verify};
+use crate::receiver::{Flood, Receiver, Reply, verify};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -30,6 +30,40 @@ async fn start(sim_url: &str, sinks: &str) -> Daemon {
     let mut d = Daemon::start_in(tmp.path()).await;
     d.adopt(tmp);
     d
+}
+
+/// One asset of project `ws/1`, already imported: one `video_asset.import.*` event.
+const ONE_COMPLETED: &str = "[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"1\"\nimport = [{ at = \"0s\", status = \"COMPLETED\" }]\n";
+
+/// Only the import events: one subject per asset.
+const IMPORTS_ONLY: &str = "events = [\"video_asset.import.*\"]";
+
+/// `ncp-watchd dead-letters -c <the daemon's config> ARGS…`.
+async fn dead_letters(daemon: &Daemon, args: &[&str]) -> std::process::Output {
+    let config = daemon.dir.join("config.toml");
+    let mut all = vec!["dead-letters", "-c", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    crate::helpers::watchd(&all, &[]).await
+}
+
+/// Waits until `dead-letters list --json` shows `n` letters, or fails after `within`.
+async fn wait_dead_letters(daemon: &Daemon, n: usize, within: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let out = dead_letters(daemon, &["list", "--json"]).await;
+        let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if rows.len() >= n {
+            return rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} dead letters; list said {:?}; daemon log:\n{}",
+            rows.len(),
+            String::from_utf8_lossy(&out.stderr),
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn header(r: &crate::receiver::Received, name: &str) -> String {
@@ -449,5 +483,215 @@ async fn a_slack_sink_posts_one_readable_line_per_event() {
         let text = body["text"].as_str().unwrap();
         assert!(text.contains("workspaces/ws/projects/1/"), "{text}");
         assert_eq!(body.as_object().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_error_body_is_read_only_as_far_as_the_excerpt_that_is_kept() {
+    let sim = sim_with(ONE_COMPLETED, 6000).await;
+    // 200 MiB at 64 KiB every 2 ms: sending all of it takes at least 6.4 s.
+    const LEN: u64 = 200 * 1024 * 1024;
+    let flood = Flood::start(400, "FLOOD-START ", LEN, Duration::from_millis(2)).await;
+    let sink = hook("ops", &format!("http://{}/hook", flood.addr), IMPORTS_ONLY)
+        .replace("max_attempts = 100", "max_attempts = 1")
+        .replace("timeout = \"500ms\"", "timeout = \"60s\"");
+    let daemon = start(&sim.url(), &sink).await;
+    let ended = flood.wait_ended(1, Duration::from_secs(40)).await;
+    assert!(
+        ended[0].sent < 32 * 1024 * 1024 && ended[0].ended - ended[0].arrived < Duration::from_secs(4),
+        "the daemon took {} bytes of the body in {:?} instead of hanging up after the excerpt",
+        ended[0].sent,
+        ended[0].ended - ended[0].arrived
+    );
+    let letters = wait_dead_letters(&daemon, 1, Duration::from_secs(20)).await;
+    assert_eq!(
+        letters[0]["last_error"].as_str().unwrap(),
+        format!(
+            "receiver refused with HTTP 400: \"FLOOD-START {}\"",
+            "y".repeat(200 - "FLOOD-START ".len())
+        ),
+        "the recorded error holds the first 200 bytes and no more"
+    );
+    assert_eq!(flood.requests(), 1);
+    let pid = daemon.child.id().expect("the daemon runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    assert!(peak_kb < 150 * 1024, "the daemon's memory peaked at {peak_kb} kB");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_retry_after_waits_retry_max_rather_than_forever_or_not_at_all() {
+    let sim = sim_with(ONE_COMPLETED, 6000).await;
+    let receiver = Receiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![
+            Reply::RetryAfterText(503, "18446744073709551615"),
+            Reply::RetryAfterText(503, "99999999999"),
+            Reply::RetryAfterText(503, "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ],
+    )
+    .await;
+    let sink = hook("ops", &receiver.url(), IMPORTS_ONLY).replace("retry_max = \"400ms\"", "retry_max = \"1s\"");
+    let daemon = start(&sim.url(), &sink).await;
+    // Each of the three waits is capped at retry_max (1 s), so the fourth attempt comes
+    // within seconds; a wait taken at its word would be years, a wrapped one none at all.
+    receiver.wait_delivered(1, Duration::from_secs(20)).await;
+    let attempts = receiver.received();
+    assert_eq!(
+        attempts.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [503, 503, 503, 200],
+        "{}",
+        daemon.log()
+    );
+    for pair in attempts.windows(2) {
+        let gap = pair[1].arrived - pair[0].answered;
+        assert!(
+            gap >= Duration::from_millis(900),
+            "an attempt came {gap:?} after a Retry-After far beyond retry_max (1 s)"
+        );
+    }
+    assert_eq!(
+        daemon.log().matches("retry_in_ms=1000").count(),
+        3,
+        "each retry waits exactly retry_max:\n{}",
+        daemon.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replaying_all_dead_letters_of_a_subject_sends_them_one_at_a_time_in_order() {
+    let sim = sim_with(
+        "[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"1\"\nimport = [{ at = \"0s\", status = \"IN_PROGRESS\" }]\n",
+        6000,
+    )
+    .await;
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    receiver.set_fallback(Reply::Status(500));
+    let sink = hook("ops", &receiver.url(), IMPORTS_ONLY).replace("max_attempts = 100", "max_attempts = 1");
+    let daemon = start(&sim.url(), &sink).await;
+    let subject = "workspaces/ws/projects/1/video-assets/1";
+    daemon
+        .wait_for(Duration::from_secs(20), "first sight", |e| {
+            has(e, "video_asset.import.in_progress", subject)
+        })
+        .await;
+    for status in ["S1", "S2", "S3", "S4", "COMPLETED"] {
+        set_import(&sim, "1", status);
+        daemon
+            .wait_for(Duration::from_secs(20), status, |e| {
+                e.iter().any(|e| e["data"]["current"] == status)
+            })
+            .await;
+    }
+    let happened: Vec<String> = daemon
+        .events()
+        .iter()
+        .filter(|e| e["subject"] == subject)
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(happened.len(), 6);
+    wait_dead_letters(&daemon, 6, Duration::from_secs(20)).await;
+
+    // Each replay takes a while to answer, so two sent at once would overlap.
+    receiver.set_fallback(Reply::Slow(200, 150));
+    let out = dead_letters(&daemon, &["replay", "--all"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut got = receiver.wait_delivered(6, Duration::from_secs(30)).await;
+    got.sort_by_key(|r| r.arrived);
+    let replayed: Vec<String> = got.iter().map(crate::receiver::Received::webhook_id).collect();
+    assert_eq!(replayed, happened, "replays arrive in the order the events happened");
+    for pair in got.windows(2) {
+        assert!(
+            pair[1].arrived >= pair[0].answered,
+            "a replay was sent before the one before it was answered"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn when_more_subjects_are_due_than_may_go_at_once_the_oldest_events_go_first() {
+    let mut scenario = String::new();
+    for i in 1..=48 {
+        scenario.push_str(&format!("[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n"));
+    }
+    let sim = sim_with(&scenario, 100_000).await;
+    // Slow answers: the first 16 sent (the concurrency bound) are all in before any other.
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    receiver.set_fallback(Reply::Slow(200, 500));
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("hook.secret"), SECRET).unwrap();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            &sim.url(),
+            "",
+            &format!(
+                "{PROJECT}{}",
+                hook("ops", &receiver.url(), IMPORTS_ONLY).replace("timeout = \"500ms\"", "timeout = \"5s\"")
+            ),
+        ),
+    )
+    .unwrap();
+    // `once` commits the whole round (48 subjects, one event each), then delivers: a backlog.
+    let out = crate::helpers::watchd(&["once", "-c", config.to_str().unwrap()], &crate::helpers::sim_env()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut got = receiver.delivered();
+    assert_eq!(got.len(), 48);
+    got.sort_by_key(|r| r.arrived);
+    let first: std::collections::BTreeSet<String> =
+        got.iter().take(16).map(crate::receiver::Received::webhook_id).collect();
+    let store = ncp_watchd::store::Store::open(&tmp.path().join("state.db")).unwrap();
+    let oldest: std::collections::BTreeSet<String> = store
+        .outbox_after(0, 100_000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event_type.starts_with("video_asset.import."))
+        .take(16)
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(first, oldest, "the 16 oldest events are the first 16 sent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_echoing_the_url_path_cannot_leak_its_token_anywhere() {
+    let sim = sim_with(ONE_COMPLETED, 6000).await;
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    receiver.set_fallback(Reply::EchoPath(404));
+    let url = receiver.url_with_path("/services/T0/B0/TOKEN-SENTINEL-1234");
+    let sink = hook("ops", &url, IMPORTS_ONLY).replace("max_attempts = 100", "max_attempts = 2");
+    let daemon = start(&sim.url(), &sink).await;
+    let letters = wait_dead_letters(&daemon, 1, Duration::from_secs(20)).await;
+    assert_eq!(receiver.received().len(), 2);
+    let error = letters[0]["last_error"].as_str().unwrap();
+    assert!(
+        error.starts_with("receiver refused with HTTP 404: \"Cannot POST ") && error.contains("<redacted>"),
+        "{error}"
+    );
+    let json = dead_letters(&daemon, &["list", "--json"]).await;
+    let table = dead_letters(&daemon, &["list"]).await;
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.contains("last error: receiver refused with HTTP 404"), "{table}");
+    let mut places = vec![
+        (
+            "dead-letters list --json",
+            String::from_utf8_lossy(&json.stdout).into_owned(),
+        ),
+        ("dead-letters list", table),
+        ("the daemon's log", daemon.log()),
+    ];
+    for entry in std::fs::read_dir(&daemon.dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("state.db") {
+            let bytes = std::fs::read(&path).unwrap();
+            places.push(("the state store", String::from_utf8_lossy(&bytes).into_owned()));
+        }
+    }
+    for (place, text) in places {
+        assert!(!text.contains("TOKEN-SENTINEL"), "the URL's token leaked into {place}");
     }
 }
