@@ -41,16 +41,24 @@ pub fn load_config(arg: &ConfigArg) -> Result<Config, Failure> {
 /// Every problem on its own `error:` line, then what to do.
 pub fn render_config_error(e: &ConfigError) -> String {
     match e {
-        ConfigError::Read { .. } => format!("error: {e}"),
+        ConfigError::Read { .. } | ConfigError::TooLarge { .. } => format!("error: {e}"),
         ConfigError::Invalid(d) => {
-            let mut text: String = d.to_string().lines().map(|l| format!("error: {l}\n")).collect();
+            let mut text: String = d.lines().map(|l| format!("error: {l}\n")).collect();
             let n = d.items.len();
-            text.push_str(&format!(
-                "{n} problem{} in {}; fix {} and run `ncp-watchd check` again",
-                if n == 1 { "" } else { "s" },
-                d.file.display(),
-                if n == 1 { "it" } else { "them" }
-            ));
+            if d.truncated {
+                text.push_str(&format!(
+                    "{}\nthe first {n} problems in {} are shown; fix them and run `ncp-watchd check` again",
+                    config::MORE_PROBLEMS_NOTE,
+                    d.file.display(),
+                ));
+            } else {
+                text.push_str(&format!(
+                    "{n} problem{} in {}; fix {} and run `ncp-watchd check` again",
+                    if n == 1 { "" } else { "s" },
+                    d.file.display(),
+                    if n == 1 { "it" } else { "them" }
+                ));
+            }
             text
         }
     }

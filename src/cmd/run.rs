@@ -2,7 +2,7 @@
 //! SIGHUP reloads the config file and the credentials, and an invalid new file is logged
 //! and ignored.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -66,25 +66,64 @@ fn watch_signals(
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     Ok(tokio::spawn(async move {
+        // Reading and validating the file and the key files is blocking work of unbounded
+        // length (a slow disk, a huge file), so it runs on the blocking pool: the runtime
+        // keeps polling, and SIGTERM is still heard while a reload is being read.
+        let mut reading: Option<tokio::task::JoinHandle<Option<daemon::Reload>>> = None;
+        // A SIGHUP during a read asks for the file as it is now, so it is read once more
+        // after the current read (more SIGHUPs in the meantime fold into that one).
+        let mut again = false;
         loop {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: stopping"); shutdown.cancel(); }
                 _ = int.recv() => { tracing::info!("SIGINT: stopping"); shutdown.cancel(); }
-                _ = hup.recv() => match Config::load(&path) {
-                    // The credentials are read again too, so a rotated key needs no restart.
-                    Ok(config) => match resolve_credentials(&config.credentials) {
-                        Ok(credentials) => {
-                            tracing::info!(config = %path.display(), "SIGHUP: reloading");
-                            let _ = reloads.send(daemon::Reload { config, credentials });
-                        }
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: the credentials cannot be read; the previous configuration and keys keep running"),
-                    },
-                    Err(e) => tracing::error!(
-                        problems = %render_config_error(&e),
-                        "SIGHUP: the new configuration is invalid; the previous one keeps running"
-                    ),
-                },
+                _ = hup.recv() => {
+                    if reading.is_some() {
+                        again = true;
+                    } else {
+                        let path = path.clone();
+                        reading = Some(tokio::task::spawn_blocking(move || read_reload(&path)));
+                    }
+                }
+                done = async { reading.as_mut().expect("guarded by the condition").await }, if reading.is_some() => {
+                    reading = None;
+                    match done {
+                        Ok(Some(reload)) => { let _ = reloads.send(reload); }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: reading the configuration failed; the previous one keeps running"),
+                    }
+                    if std::mem::take(&mut again) {
+                        let path = path.clone();
+                        reading = Some(tokio::task::spawn_blocking(move || read_reload(&path)));
+                    }
+                }
             }
         }
     }))
+}
+
+/// Reads the config file and the credentials again for a reload; a problem is logged and
+/// gives `None`, which leaves the running configuration as it is.
+fn read_reload(path: &Path) -> Option<daemon::Reload> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(
+                problems = %render_config_error(&e),
+                "SIGHUP: the new configuration is invalid; the previous one keeps running"
+            );
+            return None;
+        }
+    };
+    // The credentials are read again too, so a rotated key needs no restart.
+    match resolve_credentials(&config.credentials) {
+        Ok(credentials) => {
+            tracing::info!(config = %path.display(), "SIGHUP: reloading");
+            Some(daemon::Reload { config, credentials })
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the credentials cannot be read; the previous configuration and keys keep running");
+            None
+        }
+    }
 }

@@ -78,6 +78,18 @@ pub enum CredentialError {
         /// The file.
         path: PathBuf,
     },
+    /// The value was found but cannot be a key: a byte-order mark, a NUL, a second line
+    /// or another control character (the signature would never match, and the gateway
+    /// would answer with a refusal that does not say why).
+    #[error("the {what} from {from} {problem}; write the key alone on one line, as plain text")]
+    Malformed {
+        /// Which credential.
+        what: &'static str,
+        /// Where it was found (never the content).
+        from: CredentialSource,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// No source had it.
     #[error(
         "no {what} found: set [credentials] {key}_file, put it in $CREDENTIALS_DIRECTORY/{key}, export {env}, or run `ncloud configure` to write {cli_key} to ~/.ncloud/configure"
@@ -170,9 +182,17 @@ fn resolve_one(
         }
     }
     if let Some(value) = env(spec.env) {
-        let value = value.to_string_lossy().trim().to_string();
+        let source = CredentialSource::Env(spec.env);
+        let malformed = |problem| CredentialError::Malformed {
+            what: spec.what,
+            from: source.clone(),
+            problem,
+        };
+        let value = value.into_string().map_err(|_| malformed("is not UTF-8 text"))?;
+        let value = value.trim();
         if !value.is_empty() {
-            return Ok((Secret::new(value), CredentialSource::Env(spec.env)));
+            check_key(value).map_err(malformed)?;
+            return Ok((Secret::new(value), source));
         }
     }
     if let Some(home) = env("HOME").filter(|h| !h.is_empty()) {
@@ -181,7 +201,13 @@ fn resolve_one(
             .ok()
             .and_then(|t| ncloud_configure_value(&t, spec.cli_key))
         {
-            return Ok((Secret::new(value), CredentialSource::NcloudConfigure(path)));
+            let source = CredentialSource::NcloudConfigure(path);
+            check_key(&value).map_err(|problem| CredentialError::Malformed {
+                what: spec.what,
+                from: source.clone(),
+                problem,
+            })?;
+            return Ok((Secret::new(value), source));
         }
     }
     Err(CredentialError::Missing {
@@ -192,12 +218,32 @@ fn resolve_one(
     })
 }
 
+/// The longest key file read. NCP's keys are 20 and 40 characters; a file of kilobytes is
+/// the wrong file, and reading it to the end (a device, a log) could take forever.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
 fn read_key_file(what: &'static str, path: &Path) -> Result<Secret, CredentialError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CredentialError::Unreadable {
+    use std::io::Read as _;
+    let unreadable = |source| CredentialError::Unreadable {
         what,
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let malformed = |problem| CredentialError::Malformed {
+        what,
+        from: CredentialSource::File(path.to_path_buf()),
+        problem,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(malformed("is larger than 4 KiB, far longer than any key"));
+    }
+    // The UTF-8 error says only at which byte the text broke, never what is there; still,
+    // it is not passed on, since that is of no use to someone fixing the file.
+    let text = String::from_utf8(bytes).map_err(|_| malformed("is not UTF-8 text"))?;
     let value = text.trim();
     if value.is_empty() {
         return Err(CredentialError::Empty {
@@ -205,7 +251,27 @@ fn read_key_file(what: &'static str, path: &Path) -> Result<Secret, CredentialEr
             path: path.to_path_buf(),
         });
     }
+    check_key(value).map_err(malformed)?;
     Ok(Secret::new(value))
+}
+
+/// Whether a trimmed value can be a key; what is wrong with it if not. Surrounding
+/// whitespace (an editor's final newline) is trimmed beforehand; anything else that is
+/// not plain text would silently become part of the key and make every signature wrong.
+fn check_key(value: &str) -> Result<(), &'static str> {
+    if value.starts_with('\u{feff}') {
+        Err("starts with a byte-order mark (save it as UTF-8 without BOM)")
+    } else if value.contains('\u{feff}') {
+        Err("contains a byte-order mark")
+    } else if value.contains('\0') {
+        Err("contains a NUL byte")
+    } else if value.lines().filter(|l| !l.trim().is_empty()).count() > 1 {
+        Err("has more than one line")
+    } else if value.chars().any(char::is_control) {
+        Err("contains a control character")
+    } else {
+        Ok(())
+    }
 }
 
 /// Reads `key` from the NCP CLI's INI-like file: the `[DEFAULT]` profile if there is one,
@@ -334,6 +400,71 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("/nowhere/ak"), "{msg}");
         assert!(!msg.contains("ENVAK"), "{msg}");
+    }
+
+    #[test]
+    fn a_key_file_that_cannot_hold_a_key_is_refused_naming_the_file_not_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("sk"), "SK").unwrap();
+        let cases: &[(&[u8], &str)] = &[
+            (b"\xef\xbb\xbfAK-SENTINEL\n", "byte-order mark"),
+            (b"AK-SENTINEL\0\n", "NUL byte"),
+            (b"AK-SENTINEL\nSECOND-LINE-SENTINEL\n", "more than one line"),
+            (b"AK-SENTINEL\r\n\r\nSECOND-LINE-SENTINEL", "more than one line"),
+            (b"AK-\x1b[0mSENTINEL", "control character"),
+            (b"AK-SENTINEL\xff", "not UTF-8"),
+        ];
+        for (content, needle) in cases {
+            std::fs::write(dir.path().join("ak"), content).unwrap();
+            let err = resolve_with(&config(dir.path(), Some("ak"), Some("sk")), &|_| None).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(needle), "{needle}: {msg}");
+            assert!(msg.contains(&dir.path().join("ak").display().to_string()), "{msg}");
+            assert!(!msg.contains("SENTINEL"), "{msg}");
+        }
+        // A final newline, or a Windows one, is what editors write: still fine.
+        std::fs::write(dir.path().join("ak"), "AK\r\n").unwrap();
+        let c = resolve_with(&config(dir.path(), Some("ak"), Some("sk")), &|_| None).unwrap();
+        assert_eq!(c.access_key.expose(), "AK");
+    }
+
+    #[test]
+    fn a_key_file_that_is_far_too_long_is_refused_without_reading_it_all() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ak"), "A".repeat(100_000)).unwrap();
+        let err = resolve_with(&config(dir.path(), Some("ak"), None), &|_| None).unwrap_err();
+        assert!(err.to_string().contains("larger than 4 KiB"), "{err}");
+    }
+
+    #[test]
+    fn an_environment_or_ncp_cli_value_that_cannot_be_a_key_is_refused_naming_its_source() {
+        let env = env_of(&[("NCLOUD_ACCESS_KEY", Path::new("\u{feff}AK-SENTINEL"))]);
+        let err = resolve_with(&config(Path::new("/x"), None, None), &env).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("environment variable NCLOUD_ACCESS_KEY"), "{msg}");
+        assert!(msg.contains("byte-order mark") && !msg.contains("SENTINEL"), "{msg}");
+        let env = env_of(&[("NCLOUD_ACCESS_KEY", Path::new("AK\nSECOND-SENTINEL"))]);
+        let msg = resolve_with(&config(Path::new("/x"), None, None), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("more than one line") && !msg.contains("SENTINEL"), "{msg}");
+
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join(".ncloud")).unwrap();
+        std::fs::write(
+            home.path().join(".ncloud/configure"),
+            "[DEFAULT]\nncloud_access_key_id = AK\x07SENTINEL\nncloud_secret_access_key = SK\n",
+        )
+        .unwrap();
+        let env = env_of(&[("HOME", home.path())]);
+        let msg = resolve_with(&config(Path::new("/x"), None, None), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("NCP CLI file") && msg.contains("control character"),
+            "{msg}"
+        );
+        assert!(!msg.contains("SENTINEL"), "{msg}");
     }
 
     #[test]

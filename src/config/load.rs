@@ -40,6 +40,9 @@ pub(crate) fn parse(source: &str, diags: &mut Collector) -> Option<RawConfig> {
     let (root, errors) = DeTable::parse_recoverable(source);
     if !errors.is_empty() {
         for e in errors {
+            if diags.is_full() {
+                break;
+            }
             diags.push(e.span().unwrap_or(0..0), "", syntax_message(e.message()));
         }
         return None;
@@ -188,9 +191,16 @@ fn table<T: DeserializeOwned>(diags: &mut Collector, path: &str, value: Spanned<
         .filter(|k| !fields.contains(&k.get_ref().as_ref()))
         .map(|k| (k.get_ref().to_string(), k.span()))
         .collect();
-    for (key, key_span) in unknown {
-        unknown_key(diags, key_span, path, &key, fields);
-        entries.remove(key.as_str());
+    for (key, key_span) in &unknown {
+        unknown_key(diags, key_span.clone(), path, key, fields);
+    }
+    // One pass: removing unknown keys one at a time would shift the rest of the table
+    // each time, quadratic in a table of ten thousand unknown keys.
+    if !unknown.is_empty() {
+        entries = std::mem::take(&mut entries)
+            .into_iter()
+            .filter(|(k, _)| fields.contains(&k.get_ref().as_ref()))
+            .collect();
     }
     // Each failed attempt removes one key, so this ends after at most one pass per key.
     loop {

@@ -12,17 +12,24 @@ mod raw;
 mod secret;
 mod validate;
 
+#[cfg(test)]
+mod proptests;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use credentials::{CredentialError, CredentialSource, Credentials, resolve_credentials};
-pub use diag::{Diagnostic, Diagnostics};
+pub use diag::{Diagnostic, Diagnostics, MAX_PROBLEMS, MORE_PROBLEMS_NOTE};
 pub use secret::Secret;
 pub use validate::{WebhookSecretSource, is_object_key, is_positive_integer, is_workspace_name};
 
 /// Where the config file is read from when neither `-c` nor `$NCP_WATCHD_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ncp-watchd/config.toml";
+/// The largest config file read. The annotated example with every key is 8 KiB; a file
+/// a hundred times larger is not a config but a mistake (a log, a database, garbage), and
+/// refusing it at once keeps `check` and a SIGHUP reload from spending minutes on it.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// Media Intelligence's public gateway.
 pub const DEFAULT_MEDIA_URL: &str = "https://mi.apigw.ntruss.com";
 /// VOD Station's public gateway.
@@ -389,7 +396,16 @@ pub enum ConfigError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file has mistakes; all of them are listed.
+    /// The file is larger than [`MAX_CONFIG_BYTES`], so it is not read at all.
+    #[error(
+        "config file {} is larger than the limit of 1 MiB ({MAX_CONFIG_BYTES} bytes); is it the right file?",
+        path.display()
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file has mistakes; the first [`MAX_PROBLEMS`] of them are listed.
     #[error("{0}")]
     Invalid(Diagnostics),
 }
@@ -397,16 +413,36 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        use std::io::Read as _;
+        let read_error = |source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        // Reading one byte past the limit, rather than trusting the file's size, also
+        // bounds what a pipe or a file that grows while it is read can make us hold.
+        let mut bytes = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(read_error)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
+        let source = String::from_utf8(bytes)
+            .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error())))?;
         Self::parse(path, &source)
     }
 
     /// Validates `source` as if read from `path` (which names it in messages and anchors
     /// relative paths).
     pub fn parse(path: &Path, source: &str) -> Result<Self, ConfigError> {
+        if source.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
         let mut diags = diag::Collector::default();
         let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let config = load::parse(source, &mut diags).map(|raw| validate::validate(raw, path, &base_dir, &mut diags));

@@ -128,7 +128,11 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
 
     let state_path = match &raw.state.path {
         Some(v) => match non_empty(d, "state.path", v) {
-            Some(p) => resolve_state_path(Path::new(&p), base_dir),
+            Some(p) => {
+                let path = resolve_state_path(Path::new(&p), base_dir);
+                writable_file(d, "state.path", v.span(), &path, "the state store", "state.db");
+                path
+            }
             None => PathBuf::from(DEFAULT_STATE_PATH),
         },
         None => PathBuf::from(DEFAULT_STATE_PATH),
@@ -148,12 +152,8 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
 
     let level = match &raw.log.level {
         Some(v) => {
-            if tracing_subscriber::EnvFilter::try_new(v.get_ref()).is_err() {
-                d.push(
-                    v.span(),
-                    "log.level",
-                    "expected a level (error, warn, info, debug, trace) or a filter such as \"ncp_watchd=debug\"",
-                );
+            if let Err(message) = log_filter(v.get_ref()) {
+                d.push(v.span(), "log.level", message);
             }
             v.get_ref().clone()
         }
@@ -176,6 +176,90 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
         state_retention: duration(d, "state.retention", &raw.state.retention, DEFAULT_RETENTION),
         listen,
         log: LogConfig { level, format },
+    }
+}
+
+/// Levels a `[log] level` directive may name, as tracing spells them.
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+
+/// Checks a `[log] level` filter: comma-separated directives, each a level or
+/// `target=level` / `target[span]=level`. `EnvFilter` alone is not enough: it reads a bare
+/// word it does not know (`warnn`) as a target name, which silences every log line.
+fn log_filter(filter: &str) -> Result<(), String> {
+    let level = |word: &str| -> Result<(), String> {
+        let lower = word.trim().to_ascii_lowercase();
+        if LOG_LEVELS.contains(&lower.as_str()) {
+            return Ok(());
+        }
+        let word = word.trim().escape_default();
+        Err(match nearest(&lower, LOG_LEVELS.iter().copied()) {
+            Some(near) => format!("`{word}` is not a log level; did you mean `{near}`?"),
+            None => format!(
+                "`{word}` is not a log level: expected error, warn, info, debug, trace or off, or target=level such as \"ncp_watchd=debug\""
+            ),
+        })
+    };
+    let directives: Vec<&str> = filter.split(',').map(str::trim).filter(|d| !d.is_empty()).collect();
+    if directives.is_empty() {
+        return Err(
+            "expected a level (error, warn, info, debug, trace or off) or a filter such as \"ncp_watchd=debug\""
+                .to_string(),
+        );
+    }
+    for directive in directives {
+        match directive.rsplit_once('=') {
+            // A span's field filter (`target[span{field=value}]=level`) has `=` inside the
+            // brackets; the level is after the last one.
+            Some((target, lvl)) if !lvl.contains(']') => {
+                level(lvl)?;
+                let name = target.split('[').next().unwrap_or_default().trim();
+                let brackets_ok = !target.contains('[') || target.trim_end().ends_with(']');
+                if (name.is_empty() && !target.trim_start().starts_with('[')) || !brackets_ok {
+                    return Err(format!(
+                        "`{}` is not a filter directive: write target=level such as \"ncp_watchd=debug\" or target[span]=level",
+                        directive.escape_default()
+                    ));
+                }
+            }
+            _ => level(directive)?,
+        }
+    }
+    // What is left (span and field syntax) is for tracing itself to judge.
+    tracing_subscriber::EnvFilter::try_new(filter).map(drop).map_err(|e| {
+        format!(
+            "not a valid log filter ({e}); write a level such as \"info\" or target=level such as \"ncp_watchd=debug\""
+        )
+    })
+}
+
+/// A path where a file is to be written must not be a directory, and its directory, when
+/// it exists, must be one. A path whose directory does not exist yet is left to the
+/// component that creates it.
+fn writable_file(d: &mut Collector, key: &str, span: Range<usize>, path: &Path, what: &str, example: &str) {
+    if path.is_dir() {
+        d.push(
+            span,
+            key,
+            format!(
+                "{} is a directory; name a file for {what} inside it, such as {}",
+                path.display(),
+                path.join(example).display()
+            ),
+        );
+        return;
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && parent.exists()
+        && !parent.is_dir()
+    {
+        d.push(
+            span,
+            key,
+            format!(
+                "{} is not a directory, so {what} cannot be created in it",
+                parent.display()
+            ),
+        );
     }
 }
 
@@ -454,6 +538,16 @@ fn sinks(raw: &RawConfig, base_dir: &Path, d: &mut Collector) -> Sinks {
             );
         }
         let span = r.path.as_ref().map_or(t.span(), Spanned::span);
+        if let Some(p) = &path {
+            writable_file(
+                d,
+                &format!("{key}.path"),
+                span.clone(),
+                p,
+                "the event log",
+                "events.jsonl",
+            );
+        }
         if let Some(first) = paths.get(&path) {
             let target = path.as_ref().map_or("stdout".to_string(), |p| p.display().to_string());
             d.push(

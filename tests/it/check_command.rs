@@ -708,3 +708,152 @@ async fn field_behaviour_keys_are_validated_and_summarised() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_config_file_over_one_mebibyte_is_refused_at_once_naming_the_file_and_the_limit() {
+    let padding = "# padding\n".repeat(2 * 1024 * 1024 / 10);
+    let (code, stdout, stderr) = check(&format!("{WATCH}{padding}"), &[]).await;
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("config file CONFIG is larger than the limit of 1 MiB"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line, no per-line report: {stderr}");
+}
+
+#[tokio::test]
+async fn ten_thousand_mistakes_are_reported_as_the_first_fifty_and_a_note() {
+    let unknown: String = (0..10_000).map(|i| format!("unknown_{i} = 1\n")).collect();
+    let (code, _, stderr) = check(&format!("{WATCH}[api]\n{unknown}"), &[]).await;
+    assert_eq!(code, 2);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: CONFIG:")).collect();
+    assert_eq!(errors.len(), 50, "{stderr}");
+    assert!(errors[0].starts_with("error: CONFIG:4:1: api.unknown_0:"), "{stderr}");
+    assert!(
+        errors[49].starts_with("error: CONFIG:53:1: api.unknown_49:"),
+        "the earliest are kept: {stderr}"
+    );
+    assert!(stderr.contains("… and more; fix these first"), "{stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        52,
+        "the problems, the note and what to do: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_misspelled_log_level_suggests_the_nearest_level_and_real_filters_pass() {
+    let level = |l: &str| format!("{WATCH}[log]\nlevel = \"{l}\"\n");
+    rejects(
+        &level("warnn"),
+        4,
+        "log.level",
+        "`warnn` is not a log level; did you mean `warn`?",
+    )
+    .await;
+    rejects(
+        &level("info,ncp_watchd=debugg"),
+        4,
+        "log.level",
+        "did you mean `debug`?",
+    )
+    .await;
+    rejects(&level("ncp_watchd"), 4, "log.level", "`ncp_watchd` is not a log level").await;
+    rejects(&level("=debug"), 4, "log.level", "not a filter directive").await;
+    rejects(&level(""), 4, "log.level", "expected a level").await;
+    let creds = [("NCLOUD_ACCESS_KEY", "a"), ("NCLOUD_SECRET_KEY", "s")];
+    for ok in [
+        "WARN",
+        "off",
+        "ncp_watchd=debug,info",
+        "ncp_watchd::daemon[poll]=Trace,warn",
+        "[delivery]=debug",
+    ] {
+        let (code, _, stderr) = check(&level(ok), &creds).await;
+        assert_eq!(code, 0, "{ok}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_key_file_that_cannot_hold_a_key_fails_the_check_naming_the_file_not_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ak = dir.path().join("access_key");
+    let toml = format!(
+        "[credentials]\naccess_key_file = {:?}\n{WATCH}",
+        ak.display().to_string()
+    );
+    for (content, problem) in [
+        (&b"\xef\xbb\xbfAKID-SENTINEL\n"[..], "starts with a byte-order mark"),
+        (b"AKID-SENTINEL\0", "contains a NUL byte"),
+        (b"AKID-SENTINEL\nSECOND-SENTINEL\n", "has more than one line"),
+        (b"AKID\tSENTINEL", "contains a control character"),
+    ] {
+        std::fs::write(&ak, content).unwrap();
+        let (code, stdout, stderr) = check(&toml, &[("NCLOUD_SECRET_KEY", "s")]).await;
+        assert_eq!(code, 2, "{problem}: {stdout}{stderr}");
+        let expected = format!("error: the access key from file {} {problem}", ak.display());
+        assert!(stderr.contains(&expected), "{expected}:\n{stderr}");
+        assert!(!stderr.contains("SENTINEL") && !stdout.contains("SENTINEL"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_state_or_log_path_that_cannot_be_a_file_is_rejected_with_its_line_and_key() {
+    rejects(
+        &format!("[state]\npath = \".\"\n{WATCH}"),
+        2,
+        "state.path",
+        "is a directory; name a file",
+    )
+    .await;
+    rejects(
+        &format!("[state]\npath = \"config.toml/state.db\"\n{WATCH}"),
+        2,
+        "state.path",
+        "CONFIG is not a directory",
+    )
+    .await;
+    rejects(
+        &format!("{WATCH}[[sink.log]]\npath = \".\"\n"),
+        4,
+        "sink.log[0].path",
+        "is a directory; name a file",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn durations_too_long_to_add_to_a_timestamp_are_rejected_for_every_key() {
+    const HOOK: &str = "[[sink.webhook]]\nname = \"h\"\nurl = \"https://h.example.com\"\n";
+    for too_long in ["1000000y", "18446744073709551615s", "18446744073709551616s"] {
+        let cases = [
+            (format!("[api]\ntimeout = \"{too_long}\"\n"), 2, "api.timeout"),
+            (format!("[poll]\ninterval = \"{too_long}\"\n"), 2, "poll.interval"),
+            (format!("[poll]\nmax_backoff = \"{too_long}\"\n"), 2, "poll.max_backoff"),
+            (
+                format!("[poll]\nterminal_recheck = \"{too_long}\"\n"),
+                2,
+                "poll.terminal_recheck",
+            ),
+            (format!("[poll]\nstall_after = \"{too_long}\"\n"), 2, "poll.stall_after"),
+            (
+                format!("{HOOK}timeout = \"{too_long}\"\n"),
+                4,
+                "sink.webhook[0].timeout",
+            ),
+            (
+                format!("{HOOK}retry_initial = \"{too_long}\"\n"),
+                4,
+                "sink.webhook[0].retry_initial",
+            ),
+            (
+                format!("{HOOK}retry_max = \"{too_long}\"\n"),
+                4,
+                "sink.webhook[0].retry_max",
+            ),
+        ];
+        for (toml, line, key) in cases {
+            rejects(&format!("{toml}{WATCH}"), line, key, &format!("`{too_long}`")).await;
+        }
+    }
+}
