@@ -14,6 +14,9 @@
 //! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
+// Nothing from outside may panic the process: no unwrap or expect outside tests, and each
+// expect that remains states the invariant that makes it unreachable.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cli;
 pub mod cmd;

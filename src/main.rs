@@ -1,6 +1,9 @@
 //! `ncp-watchd`: parse the command line, set up logging, run the command, map the outcome
 //! to an exit code (0 success, 1 runtime failure, 2 usage or configuration error).
 
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -1,5 +1,8 @@
 //! `ncp-sim`: the NCP API simulator on its own (SPEC §7).
 
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,7 +77,13 @@ fn main() -> ExitCode {
         quota_per_minute: args.quota,
         scenario,
     };
-    let runtime = tokio::runtime::Runtime::new().expect("the runtime starts");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
     runtime.block_on(async {
         let printed = config.clone();
         let handle = match SimHandle::start(config, args.listen).await {
@@ -106,8 +115,11 @@ fn main() -> ExitCode {
 }
 
 async fn wait_for_stop() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+    // Without a SIGTERM handler (it cannot fail on Linux, but if it did) Ctrl-C still stops it.
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

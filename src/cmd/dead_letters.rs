@@ -10,6 +10,10 @@ use crate::store::Store;
 use super::{Failure, load_config};
 
 /// Lists or replays.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 pub async fn run(args: &DeadLetterArgs) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
     if !config.state_path.exists() {

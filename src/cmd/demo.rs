@@ -24,6 +24,10 @@ pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 const DEMO_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Runs the demo until the scenario has played out and every item has reached its end.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 pub async fn run() -> Result<(), Failure> {
     let runtime = |what: &str, e: &dyn std::fmt::Display| Failure::Runtime(format!("{what}: {e}"));
     let state_dir = std::env::temp_dir().join(format!("ncp-watchd-demo-{}", std::process::id()));

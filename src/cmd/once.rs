@@ -11,6 +11,10 @@ use super::{Failure, load_config};
 
 /// Polls, delivers to the log sinks, prints the new events on stdout (unless a log sink
 /// already writes there), reports failures on stderr; fails if any poll failed.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
     let config = load_config(args)?;
     let credentials = resolve_credentials(&config.credentials).map_err(|e| Failure::Config(format!("error: {e}")))?;

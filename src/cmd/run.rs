@@ -57,6 +57,10 @@ fn init_logging(config: &Config) {
     };
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 fn watch_signals(
     path: PathBuf,
     shutdown: CancellationToken,

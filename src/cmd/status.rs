@@ -10,6 +10,10 @@ use crate::store::{ItemRow, Store};
 use super::{Failure, load_config};
 
 /// Prints a table, or JSON with `--json`.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 pub async fn run(args: &StatusArgs) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
     if !config.state_path.exists() {

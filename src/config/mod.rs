@@ -168,6 +168,10 @@ impl Region {
 }
 
 /// The two base URLs under one gateway domain such as `apigw.ntruss.com`.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 pub fn gateway_urls(domain: &str) -> (url::Url, url::Url) {
     let parse = |host: &str| url::Url::parse(&format!("https://{host}.{domain}")).expect("gateway URLs parse");
     (parse("mi"), parse("vodstation"))

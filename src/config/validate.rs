@@ -21,6 +21,10 @@ pub enum WebhookSecretSource {
     Env(String),
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Collector) -> Config {
     let instance = match &raw.instance {
         Some(v) => {
@@ -795,6 +799,10 @@ fn http_url(d: &mut Collector, key: &str, v: &Spanned<String>, what: &str) -> Op
     Some(url)
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 fn base_url(d: &mut Collector, key: &str, v: &Field<String>, default: &str) -> url::Url {
     let fallback = || url::Url::parse(default).expect("default URL parses");
     let Some(v) = v else { return fallback() };

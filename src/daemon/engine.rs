@@ -124,6 +124,10 @@ impl Item {
         }
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect here states an invariant of our own types, never of input"
+    )]
     fn to_row(&self) -> ItemRow {
         ItemRow {
             key: self.key.to_string(),
@@ -501,6 +505,10 @@ impl Engine {
         }
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect here states an invariant of our own types, never of input"
+    )]
     fn rebuild_queue(&mut self) {
         self.queue = DueQueue::new();
         self.queue = DueQueue::with_capacity(self.items.len());
@@ -1111,6 +1119,10 @@ impl Engine {
             .any(|p| p.baseline && p.workspace == workspace && p.project_id == project_id)
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect here states an invariant of our own types, never of input"
+    )]
     fn commit(&mut self, staged: Staged) -> Result<Vec<CloudEvent>, StoreError> {
         let rows: Vec<ItemRow> = staged.items.values().map(Item::to_row).collect();
         let events: Vec<OutboxEvent> = staged

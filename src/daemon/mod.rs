@@ -662,6 +662,10 @@ pub struct OnceReport {
 /// When a daemon is running on the same store, `once` never polls or delivers on its own
 /// (two writers would detect every change twice): it asks the daemon for a round through
 /// the store, waits for it, and reports the events that round committed.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport, DaemonError> {
     let webhooks = webhook_specs(&config)?;
     let _lock = match StoreLock::acquire(&config.state_path) {

@@ -78,6 +78,10 @@ pub enum Target {
 
 impl Target {
     /// The event subject.
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect here states an invariant of our own types, never of input"
+    )]
     pub fn subject(&self) -> String {
         match self {
             Self::ProjectList {
@@ -151,6 +155,10 @@ impl Target {
     }
 
     /// A short stable name of the kind, stored and shown by `status`.
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect here states an invariant of our own types, never of input"
+    )]
     pub fn kind(&self) -> &'static str {
         match self {
             Self::ProjectList { .. } => "project_list",
@@ -176,6 +184,10 @@ impl Target {
     }
 
     /// `data.resource` of `watch.failing` events about this item.
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect here states an invariant of our own types, never of input"
+    )]
     pub fn resource_json(&self) -> Value {
         match self {
             Self::ProjectList {

@@ -329,6 +329,10 @@ impl NcpClient {
         Url::parse(&text).map_err(|e| ApiError::Transport(format!("cannot build request URL: {e}")))
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect here states an invariant of our own types, never of input"
+    )]
     async fn send(
         &self,
         host: Host,

@@ -20,6 +20,10 @@ pub const HEADER_SIGNATURE: &str = "x-ncp-apigw-signature-v2";
 ///
 /// `path_and_query` is the request target without scheme and host, for example
 /// `/api/v2/status?pageNo=1&pageSizeNo=10`, exactly as sent.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 pub fn sign(method: &str, path_and_query: &str, timestamp_ms: u64, access_key: &str, secret_key: &str) -> String {
     let message = format!("{method} {path_and_query}\n{timestamp_ms}\n{access_key}");
     let mut mac =

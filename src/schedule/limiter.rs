@@ -27,6 +27,10 @@ fn burst(n: u32) -> u32 {
 }
 
 /// GCRA parameters that keep every 60-second window at `per_minute` calls or fewer.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 fn quota(per_minute: NonZeroU32) -> Quota {
     let n = per_minute.get();
     let b = burst(n);

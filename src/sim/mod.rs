@@ -381,6 +381,10 @@ fn string_to_sign(method: &str, target: &str, timestamp: &str, access_key: &str)
 
 /// Whether `signature` (Base64) is HMAC-SHA256 of `string_to_sign` under `secret_key`,
 /// compared in constant time.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 fn signature_matches(secret_key: &str, string_to_sign: &str, signature: &str) -> bool {
     let Ok(tag) = base64::engine::general_purpose::STANDARD.decode(signature) else {
         return false;
@@ -488,6 +492,10 @@ fn json_response(status: u16, body: &Value) -> Response {
 }
 
 #[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 fn decide(
     s: &Shared,
     method: &Method,

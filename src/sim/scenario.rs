@@ -179,6 +179,10 @@ impl Scenario {
     }
 
     /// The built-in scenario.
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect here states an invariant of our own types, never of input"
+    )]
     pub fn built_in() -> Self {
         Self::parse(BUILT_IN).expect("the built-in scenario parses")
     }

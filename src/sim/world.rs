@@ -480,6 +480,10 @@ impl World {
         success(json!({"assetKey": key, "uploadStatus": status, "uploadMessage": message}))
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "each expect here states an invariant of our own types, never of input"
+    )]
     fn vod_status(&self, query: &BTreeMap<String, String>, t: Duration) -> Answer {
         let number = |k: &str| query.get(k).map(|v| v.parse::<i64>());
         let page_no = match number("pageNo") {

@@ -136,6 +136,10 @@ type Open = (Store, Box<dyn Write + Send>);
 
 /// Runs the sink until `shutdown`: drains whenever woken (or every second), and once more
 /// on the way out so everything committed before the stop is written.
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 pub async fn run(spec: LogSinkSpec, store_path: PathBuf, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
     let state: Arc<std::sync::Mutex<Option<Open>>> = Arc::default();
     let spec = Arc::new(spec);

@@ -385,6 +385,10 @@ async fn deliver_until_stopped(
         .map_err(|e| e.to_string())
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "each expect here states an invariant of our own types, never of input"
+)]
 async fn deliver(
     spec: &WebhookSpec,
     store_path: &std::path::Path,
