@@ -8,6 +8,14 @@ use ncp_watchd::config::{Config, CredentialSource, Credentials, Secret};
 use ncp_watchd::ncp::NcpClient;
 use ncp_watchd::sim::{self, Scenario, SimConfig, SimHandle};
 
+/// The binary under test: this build's, or `NCP_WATCHD_BIN` (to show that a test fails
+/// against an older build: `NCP_WATCHD_BIN=/path/to/old/ncp-watchd cargo test field`).
+pub fn watchd_bin() -> std::path::PathBuf {
+    std::env::var_os("NCP_WATCHD_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_ncp-watchd").into())
+}
+
 /// Starts a simulator playing `scenario` text with default credentials and `quota`.
 pub async fn sim_with(scenario: &str, quota: u32) -> SimHandle {
     let mut config = SimConfig::new(Scenario::parse(scenario).expect("test scenario parses"));
@@ -92,7 +100,7 @@ pub fn config_dir(text: &str) -> ConfigDir {
 /// home, plus `env`. Gives up after a minute.
 pub async fn watchd(args: &[&str], env: &[(&str, &str)]) -> Output {
     let home = tempfile::tempdir().unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ncp-watchd"));
+    let mut cmd = tokio::process::Command::new(watchd_bin());
     cmd.args(args)
         .env_clear()
         .env("HOME", home.path())
@@ -159,7 +167,7 @@ impl Daemon {
             .append(true)
             .open(dir.join("daemon.log"))
             .unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ncp-watchd"))
+        let child = tokio::process::Command::new(watchd_bin())
             .args(["run", "-c", dir.join("config.toml").to_str().unwrap()])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
