@@ -236,6 +236,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// What a path keeps unescaped in an SQLite `file:` URI.
+const URI_PATH: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// How long a connection waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -282,15 +290,27 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-        )
-        .map_err(open)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
-        let found: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(open)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let version = |conn: &Connection| conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0));
+        let normal = Connection::open_with_flags(path, flags).and_then(|c| {
+            c.busy_timeout(BUSY_TIMEOUT)?;
+            let v = version(&c)?;
+            Ok((c, v))
+        });
+        let (conn, found) = match normal {
+            Ok(opened) => opened,
+            // A WAL database whose -shm cannot be created (a read-only directory or mount,
+            // no daemon running) opens only as immutable: nothing writes it then anyway.
+            Err(first) => {
+                let uri = format!(
+                    "file:{}?immutable=1",
+                    percent_encoding::utf8_percent_encode(&path.to_string_lossy(), URI_PATH)
+                );
+                let c = Connection::open_with_flags(&uri, flags).map_err(|_| open(first))?;
+                let v = version(&c).map_err(open)?;
+                (c, v)
+            }
+        };
         let supported = migrations::ALL.len() as i64;
         if found > supported {
             return Err(StoreError::TooNew {

@@ -102,22 +102,98 @@ async fn once_beside_a_running_daemon_asks_it_for_a_round_and_nothing_is_emitted
     daemon.exit_within(Duration::from_secs(10)).await;
 }
 
+/// `dir` mounted read-only at a new temporary directory; outside CI, `None` (saying why)
+/// where mounting is not allowed.
+fn read_only_view(dir: &std::path::Path) -> Option<(tempfile::TempDir, Unmount)> {
+    let view = tempfile::tempdir().unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new("mount")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let ok = run(&["--bind".as_ref(), dir.as_os_str(), view.path().as_os_str()])
+        && run(&["-o".as_ref(), "remount,bind,ro".as_ref(), view.path().as_os_str()]);
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI: cannot make a read-only bind mount"
+        );
+        eprintln!("skipping: cannot make a read-only bind mount here (needs root)");
+        return None;
+    }
+    let unmount = Unmount(view.path().to_path_buf());
+    Some((view, unmount))
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn status_reads_the_store_without_writing_it() {
+async fn status_reads_a_store_it_cannot_write() {
     let sim = sim_with(TWO_ASSETS, 100_000).await;
     let cfg = config_dir(&config_text(&sim.url(), "", ONE));
     let path = cfg.path.to_str().unwrap();
     assert!(watchd(&["once", "-c", path], &sim_env()).await.status.success());
-    let db = cfg.path.parent().unwrap().join("state.db");
+    let dir = cfg.path.parent().unwrap();
+    let db = dir.join("state.db");
     let before = std::fs::read(&db).unwrap();
-    let out = watchd(&["status", "-c", path, "--json"], &sim_env()).await;
+    let Some((view, _unmount)) = read_only_view(dir) else {
+        return;
+    };
+    let out = watchd(
+        &[
+            "status",
+            "-c",
+            view.path().join("config.toml").to_str().unwrap(),
+            "--json",
+        ],
+        &sim_env(),
+    )
+    .await;
     let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
+    assert!(out.status.success(), "status needs no write access: {stderr}");
     assert!(stdout.contains("IN_PROGRESS"), "{stdout}");
     assert_eq!(std::fs::read(&db).unwrap(), before, "status changed the database");
-    assert!(
-        !db.with_extension("db-wal").exists() || std::fs::metadata(db.with_extension("db-wal")).unwrap().len() == 0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_seen_while_once_and_the_daemon_both_run_are_emitted_once() {
+    let sim = sim_with(TWO_ASSETS, 100_000).await;
+    let mut daemon = Daemon::start(&config_text(&sim.url(), "", &format!("{BOTH}{FAST_POLL}"))).await;
+    daemon
+        .wait_for(Duration::from_secs(20), "first sight of both", |e| e.len() == 2)
+        .await;
+    let config = daemon.dir.join("config.toml");
+    for step in 1..=4 {
+        let status = format!("STEP_{step}");
+        set_import(&sim, "1", &status);
+        set_import(&sim, "2", &status);
+        // `once` runs while the daemon polls every 200 ms: two writers would both see it.
+        let out = watchd(&["once", "-c", config.to_str().unwrap()], &sim_env()).await;
+        assert!(out.status.success(), "{}", text(&out).1);
+        daemon
+            .wait_for(Duration::from_secs(20), "both assets at the step", |e| {
+                e.iter().filter(|e| e["data"]["current"] == status.as_str()).count() >= 2
+            })
+            .await;
+    }
+    // Let the daemon poll a few more times: a second writer's changes would be seen again.
+    let seen = sim.requests().len();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sim.requests().len() < seen + 8 {
+        assert!(tokio::time::Instant::now() < deadline, "the daemon stopped polling");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = daemon.events();
+    let transitions: Vec<_> = events.iter().map(crate::helpers::transition).collect();
+    let unique: std::collections::HashSet<_> = transitions.iter().collect();
+    assert_eq!(
+        unique.len(),
+        transitions.len(),
+        "a change was emitted twice:\n{}",
+        summary(&events)
     );
+    assert_eq!(transitions.len(), 10, "{}", summary(&events));
+    daemon.signal("TERM");
+    daemon.exit_within(Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -237,13 +313,16 @@ async fn a_stop_with_polls_and_deliveries_hanging_takes_at_most_ten_seconds() {
 
 /// Runs `f` with a small tmpfs mounted at a temporary directory; outside CI, skips (saying
 /// why) where mounting is not allowed.
-fn small_disk(size: &str) -> Option<(tempfile::TempDir, impl Drop)> {
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-        }
+/// Unmounts its path when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
     }
+}
+
+fn small_disk(size: &str) -> Option<(tempfile::TempDir, Unmount)> {
     let dir = tempfile::tempdir().unwrap();
     let ok = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
