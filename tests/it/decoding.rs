@@ -297,3 +297,18 @@ fn the_newest_job_of_an_output_is_followed() {
     let page = decode_vod_page(answer(json!({"content": rows}))).unwrap();
     assert_eq!(ncp_watchd::ncp::vod::newest_jobs(page.items)[0].status, "WAITING");
 }
+
+#[test]
+fn an_import_status_about_another_asset_is_malformed_not_an_observation() {
+    use ncp_watchd::ncp::media::decode_import_status_of;
+    let body =
+        |id: Value| json!({"code": "0", "message": "success", "result": {"videoId": id, "uploadStatus": "COMPLETED"}});
+    assert!(decode_import_status_of(answer(body(json!(5678))), "5678").is_ok());
+    assert!(decode_import_status_of(answer(body(json!("5678"))), "5678").is_ok());
+    let e = decode_import_status_of(answer(body(json!(9999))), "5678").unwrap_err();
+    assert!(matches!(&e, ApiError::Malformed { .. }), "{e:?}");
+    assert!(e.to_string().contains("asset 9999 but asset 5678 was asked for"), "{e}");
+    // The newer path leaves videoId out: nothing to compare, the answer stands.
+    let body = json!({"code": "0", "result": {"uploadStatus": "IN_PROGRESS"}});
+    assert!(decode_import_status_of(answer(body), "5678").is_ok());
+}
