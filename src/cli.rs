@@ -8,17 +8,46 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "ncp-watchd", version, about)]
 pub struct Cli {
+    /// Config file [default: $NCP_WATCHD_CONFIG, else /etc/ncp-watchd/config.toml]; before or
+    /// after the subcommand.
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// The config file option shared by commands.
-#[derive(Debug, Clone, Args)]
+/// The config file a command reads: `-c/--config`, given anywhere on the line (clap reads it
+/// as one global option, and `Cli::into_command` hands it to the command).
+#[derive(Debug, Clone, Default, Args)]
 pub struct ConfigArg {
-    /// Config file [default: $NCP_WATCHD_CONFIG, else /etc/ncp-watchd/config.toml].
-    #[arg(short, long, value_name = "FILE")]
+    /// The `-c/--config` value, filled in from the global option.
+    #[arg(skip)]
     pub config: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The command, with the global `-c/--config` handed to it.
+    pub fn into_command(self) -> Command {
+        let mut command = self.command;
+        if let Some(arg) = command.config_arg() {
+            arg.config = self.config;
+        }
+        command
+    }
+}
+
+impl Command {
+    fn config_arg(&mut self) -> Option<&mut ConfigArg> {
+        match self {
+            Self::Check(c) | Self::Once(c) | Self::Healthcheck(c) | Self::Tail(TailArgs { config: c, .. }) => Some(c),
+            Self::Run(r) => Some(&mut r.config),
+            Self::Status(s) => Some(&mut s.config),
+            Self::DeadLetters(d) => Some(&mut d.config),
+            Self::Register(r) => Some(&mut r.config),
+            Self::Demo | Self::Completions { .. } | Self::Man => None,
+        }
+    }
 }
 
 /// The commands.
@@ -40,6 +69,36 @@ pub enum Command {
     Healthcheck(ConfigArg),
     /// Register an Object Storage file as a media asset and print its asset id.
     Register(RegisterArgs),
+    /// Follow committed events as they happen, from the state store (works beside a running daemon).
+    Tail(TailArgs),
+    /// Print a shell completion script: `ncp-watchd completions bash > /etc/bash_completion.d/ncp-watchd`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `ncp-watchd man > /usr/share/man/man1/ncp-watchd.1`.
+    Man,
+}
+
+/// `tail` arguments.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The config file.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only events whose type matches this glob (`vod.encode.*`).
+    #[arg(long = "type", value_name = "GLOB")]
+    pub event_type: Option<String>,
+    /// Only events whose subject matches this glob (`workspaces/ws/projects/1/*`).
+    #[arg(long, value_name = "GLOB")]
+    pub subject: Option<String>,
+    /// Start with the events committed in this much time before now (`10m`, `1h`); default: only new ones.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Print what matches now and exit instead of following.
+    #[arg(long)]
+    pub no_follow: bool,
 }
 
 /// `register` arguments.

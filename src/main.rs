@@ -11,9 +11,9 @@ use ncp_watchd::cli::{Cli, Command};
 use ncp_watchd::cmd::{self, Failure};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = Cli::parse().into_command();
     // The daemon logs as its config says; the other commands log warnings to stderr.
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(command, Command::Run(_)) {
         cmd::init_logging();
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Check(args) => cmd::check::run(&args).await,
             Command::Run(args) => cmd::run::run(&args).await,
             Command::Once(args) => cmd::once::run(&args).await,
@@ -33,6 +33,9 @@ fn main() -> ExitCode {
             Command::Healthcheck(args) => cmd::healthcheck::run(&args).await,
             Command::DeadLetters(args) => cmd::dead_letters::run(&args).await,
             Command::Register(args) => cmd::register::run(&args).await,
+            Command::Tail(args) => cmd::tail::run(&args).await,
+            Command::Completions { shell } => cmd::completions(shell),
+            Command::Man => cmd::man(),
         }
     });
     match result {

@@ -8,6 +8,7 @@ pub mod once;
 pub mod register;
 pub mod run;
 pub mod status;
+pub mod tail;
 
 use crate::cli::ConfigArg;
 use crate::config::{self, Config, ConfigError};
@@ -30,6 +31,22 @@ pub fn init_logging() {
         .with_env_filter(filter)
         .with_writer(crate::text::ScrubbingStderr)
         .try_init();
+}
+
+/// `completions SHELL`: the completion script for `shell` on stdout.
+pub fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+    use clap::CommandFactory as _;
+    let mut command = crate::cli::Cli::command();
+    clap_complete::generate(shell, &mut command, "ncp-watchd", &mut std::io::stdout());
+    Ok(())
+}
+
+/// `man`: the man page, roff, on stdout.
+pub fn man() -> Result<(), Failure> {
+    use clap::CommandFactory as _;
+    let page = clap_mangen::Man::new(crate::cli::Cli::command());
+    page.render(&mut std::io::stdout())
+        .map_err(|e| Failure::Runtime(format!("cannot write the man page: {e}")))
 }
 
 /// Loads the config named by `-c`, `$NCP_WATCHD_CONFIG` or the default path.

@@ -547,6 +547,20 @@ impl Store {
             .optional()?)
     }
 
+    /// The outbox position just before the first event committed at or after `at_ms`
+    /// (epoch ms): reading after it gives every event since then.
+    pub fn seq_before_time(&self, at_ms: i64) -> Result<i64, StoreError> {
+        let first: Option<i64> =
+            self.conn
+                .query_row("SELECT MIN(seq) FROM outbox WHERE created_ms >= ?1", [at_ms], |r| {
+                    r.get(0)
+                })?;
+        match first {
+            Some(seq) => Ok(seq - 1),
+            None => self.last_seq(),
+        }
+    }
+
     /// Up to `limit` events after `seq`, in order.
     pub fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod check_command;
+mod cli;
 mod client_against_sim;
 mod daemon;
 mod decoding;

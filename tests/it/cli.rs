@@ -1,0 +1,132 @@
+//! The command line as a hand meets it: `-c` anywhere, `tail`, completions, the man page.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::helpers::{
+    Daemon, FAST_POLL, TWO_ASSETS, config_dir, config_text, set_import, sim_env, sim_with, text, watchd, watchd_bin,
+};
+
+const ONE: &str = "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"1\"\n";
+
+#[tokio::test]
+async fn the_config_option_works_before_or_after_the_subcommand() {
+    let sim = sim_with(TWO_ASSETS, 100_000).await;
+    let cfg = config_dir(&config_text(&sim.url(), "", ONE));
+    let path = cfg.path.to_str().unwrap();
+    assert!(watchd(&["once", "-c", path], &sim_env()).await.status.success());
+    for args in [
+        vec!["-c", path, "check"],
+        vec!["check", "--config", path],
+        vec!["dead-letters", "list", "-c", path],
+        vec!["dead-letters", "-c", path, "list"],
+        vec!["-c", path, "dead-letters", "list", "--json"],
+        vec!["status", "--json", "-c", path],
+        vec!["--config", path, "status"],
+    ] {
+        let out = watchd(&args, &sim_env()).await;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stdout.is_empty(), "{args:?} printed nothing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_follows_committed_events_with_filters_beside_a_running_daemon() {
+    let sim = sim_with(TWO_ASSETS, 100_000).await;
+    let both = format!("{ONE}[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"2\"\n");
+    let mut daemon = Daemon::start(&config_text(&sim.url(), "", &format!("{both}{FAST_POLL}"))).await;
+    daemon
+        .wait_for(Duration::from_secs(20), "first sight of both", |e| e.len() == 2)
+        .await;
+    let config = daemon.dir.join("config.toml");
+    // What came before, with --since, and a subject filter.
+    let out = watchd(
+        &[
+            "tail",
+            "-c",
+            config.to_str().unwrap(),
+            "--since",
+            "1h",
+            "--no-follow",
+            "--subject",
+            "*/video-assets/2",
+        ],
+        &sim_env(),
+    )
+    .await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert_eq!(lines[0]["subject"], "workspaces/ws/projects/1/video-assets/2");
+    // Following: the type asked for only, as the changes are committed.
+    let mut child = tokio::process::Command::new(watchd_bin())
+        // --since covers the moments before tail reads the outbox, so no change can slip by.
+        .args([
+            "tail",
+            "-c",
+            config.to_str().unwrap(),
+            "--type",
+            "video_asset.import.completed",
+            "--since",
+            "1h",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    set_import(&sim, "1", "FAILED");
+    set_import(&sim, "2", "COMPLETED");
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("tail printed the event within 20 s")
+        .unwrap()
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["type"], "video_asset.import.completed");
+    assert_eq!(event["subject"], "workspaces/ws/projects/1/video-assets/2");
+    // The FAILED event is committed too, but filtered out: the daemon's log has both.
+    daemon
+        .wait_for(Duration::from_secs(20), "both changes", |e| e.len() == 4)
+        .await;
+    child.kill().await.unwrap();
+    daemon.signal("TERM");
+    daemon.exit_within(Duration::from_secs(10)).await;
+}
+
+#[tokio::test]
+async fn completions_and_the_man_page_are_generated() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = watchd(&["completions", shell], &[]).await;
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{shell}: {stderr}");
+        for word in ["dead-letters", "healthcheck", "tail", "config"] {
+            assert!(stdout.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    // The bash script is valid bash.
+    let out = watchd(&["completions", "bash"], &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("ncp-watchd.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(check.success(), "bash -n rejected the completion script");
+
+    let out = watchd(&["man"], &[]).await;
+    let (page, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(page.starts_with(".ie") || page.contains(".TH ncp-watchd 1"), "{page}");
+    assert!(page.contains(".TH ncp-watchd 1"), "{page}");
+    for word in ["dead\\-letters", "completions", "\\-\\-config"] {
+        assert!(page.contains(word), "man page lacks {word}");
+    }
+}
