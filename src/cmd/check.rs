@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::cli::ConfigArg;
-use crate::config::{Config, Credentials, Endpoints, WebhookFormat, resolve_credentials};
+use crate::config::{Config, Credentials, Endpoints, resolve_credentials};
 
 use super::{Failure, load_config};
 
@@ -92,10 +92,7 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
     let sinks = &config.sinks;
     let _ = writeln!(s, "sinks: {} webhook, {} log", sinks.webhooks.len(), sinks.logs.len());
     for h in &sinks.webhooks {
-        let format = match h.format {
-            WebhookFormat::CloudEvents => "cloudevents",
-            WebhookFormat::Slack => "slack",
-        };
+        let format = h.format.as_str();
         let signing = match &h.secret {
             Some(source) => format!("signed with the secret from {source}"),
             None => "unsigned".to_string(),

@@ -121,6 +121,19 @@ pub enum MediaAssetPath {
     Assets,
 }
 
+impl WebhookFormat {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CloudEvents => "cloudevents",
+            Self::Slack => "slack",
+            Self::Discord => "discord",
+            Self::Teams => "teams",
+            Self::GoogleChat => "google_chat",
+        }
+    }
+}
+
 impl MediaAssetPath {
     /// The path segment.
     pub fn as_str(self) -> &'static str {
@@ -333,6 +346,13 @@ pub enum WebhookFormat {
     CloudEvents,
     /// `{"text": ...}` for Slack-compatible incoming webhooks.
     Slack,
+    /// `{"content": ...}` for Discord's incoming webhooks.
+    Discord,
+    /// An Adaptive Card message for a Microsoft Teams Workflows ("Post to a channel when a
+    /// webhook request is received") webhook.
+    Teams,
+    /// `{"text": ...}` for a Google Chat space's incoming webhook.
+    GoogleChat,
 }
 
 /// One webhook receiver.

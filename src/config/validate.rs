@@ -471,8 +471,16 @@ fn sinks(raw: &RawConfig, base_dir: &Path, d: &mut Collector) -> Sinks {
             (None, Some(e)) => non_empty(d, &format!("{key}.secret_env"), e).map(WebhookSecretSource::Env),
             (None, None) => None,
         };
-        let format = match choice(d, &format!("{key}.format"), &r.format, &["cloudevents", "slack"]) {
+        let format = match choice(
+            d,
+            &format!("{key}.format"),
+            &r.format,
+            &["cloudevents", "slack", "discord", "teams", "google_chat"],
+        ) {
             Some("slack") => WebhookFormat::Slack,
+            Some("discord") => WebhookFormat::Discord,
+            Some("teams") => WebhookFormat::Teams,
+            Some("google_chat") => WebhookFormat::GoogleChat,
             _ => WebhookFormat::CloudEvents,
         };
         let retry_initial = duration(

@@ -43,6 +43,74 @@ pub fn slack_body(event: &CloudEvent) -> String {
     serde_json::json!({ "text": slack_text(event) }).to_string()
 }
 
+/// The body a chat service's incoming webhook takes, carrying the one-line summary. Each
+/// service reads its own shape: Slack and Google Chat `text`, Discord `content` (with
+/// mentions switched off, so an asset named `@everyone` pings nobody), Teams Workflows an
+/// Adaptive Card in a `message` attachment.
+pub fn chat_body(format: crate::config::WebhookFormat, event: &CloudEvent) -> String {
+    use crate::config::WebhookFormat;
+    let text = slack_text(event);
+    match format {
+        WebhookFormat::Discord => serde_json::json!({
+            "content": discord_text(&text),
+            "allowed_mentions": { "parse": [] },
+        }),
+        WebhookFormat::Teams => serde_json::json!({
+            "type": "message",
+            "attachments": [{
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": null,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [
+                        { "type": "TextBlock", "text": event.event_type, "weight": "Bolder", "wrap": true },
+                        { "type": "TextBlock", "text": plain(&text), "wrap": true },
+                        { "type": "FactSet", "facts": [
+                            { "title": "Subject", "value": event.subject },
+                            { "title": "Status", "value": event.data.current },
+                            { "title": "Time", "value": event.time },
+                        ]},
+                    ],
+                },
+            }],
+        }),
+        WebhookFormat::GoogleChat | WebhookFormat::Slack | WebhookFormat::CloudEvents => {
+            serde_json::json!({ "text": text })
+        }
+    }
+    .to_string()
+}
+
+/// Discord caps `content` at 2,000 characters.
+fn discord_text(text: &str) -> String {
+    const MAX: usize = 2000;
+    if text.chars().count() <= MAX {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(MAX - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// The summary without Slack's `:emoji:` shortcodes, which Teams shows verbatim.
+fn plain(text: &str) -> String {
+    let mut out = text.to_string();
+    for code in [
+        ":rotating_light:",
+        ":white_check_mark:",
+        ":zzz:",
+        ":new:",
+        ":hourglass_flowing_sand:",
+        ":x:",
+        ":arrows_counterclockwise:",
+    ] {
+        out = out.replace(code, "");
+    }
+    out.trim().to_string()
+}
+
 /// A one-line human summary: what happened, to what, and the facts NCP gave.
 pub fn slack_text(e: &CloudEvent) -> String {
     let d = &e.data;
@@ -166,6 +234,58 @@ mod tests {
                      "terminal": terminal, "detail": detail}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn every_chat_format_carries_every_kind_of_event_in_its_services_shape() {
+        use crate::config::WebhookFormat;
+        for event_type in crate::event::KNOWN_EVENT_TYPES {
+            let mut e = event(
+                event_type,
+                Some("IN_PROGRESS"),
+                "COMPLETED",
+                true,
+                serde_json::json!({}),
+            );
+            e.data.watch = Some("@everyone <b>launch</b>".into());
+            let summary = slack_text(&e);
+            for format in [
+                WebhookFormat::Slack,
+                WebhookFormat::GoogleChat,
+                WebhookFormat::Discord,
+                WebhookFormat::Teams,
+            ] {
+                let body: Value = serde_json::from_str(&chat_body(format, &e)).unwrap();
+                match format {
+                    WebhookFormat::Slack | WebhookFormat::GoogleChat => {
+                        assert_eq!(body, serde_json::json!({ "text": summary }), "{event_type}");
+                    }
+                    WebhookFormat::Discord => {
+                        assert_eq!(body["content"], summary.as_str(), "{event_type}");
+                        assert_eq!(body["allowed_mentions"]["parse"], serde_json::json!([]), "no pings");
+                    }
+                    WebhookFormat::Teams => {
+                        assert_eq!(body["type"], "message");
+                        let card = &body["attachments"][0];
+                        assert_eq!(card["contentType"], "application/vnd.microsoft.card.adaptive");
+                        assert_eq!(card["content"]["type"], "AdaptiveCard");
+                        let blocks = card["content"]["body"].as_array().unwrap();
+                        assert_eq!(blocks[0]["text"], *event_type);
+                        assert!(!blocks[1]["text"].as_str().unwrap().contains(":white_check_mark:"));
+                        assert_eq!(blocks[2]["facts"][0]["value"], e.subject.as_str());
+                    }
+                    WebhookFormat::CloudEvents => unreachable!(),
+                }
+            }
+            assert!(
+                summary.contains(&e.subject) || summary.contains("launch"),
+                "{event_type}: {summary}"
+            );
+        }
+        let mut long = event("vod.encode.complete", None, "COMPLETE", true, serde_json::json!({}));
+        long.subject = "x".repeat(5000);
+        let body: Value = serde_json::from_str(&chat_body(WebhookFormat::Discord, &long)).unwrap();
+        assert!(body["content"].as_str().unwrap().chars().count() <= 2000);
     }
 
     #[test]

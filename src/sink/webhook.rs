@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::encode::{CLOUDEVENTS_JSON, signature, slack_body};
+use super::encode::{CLOUDEVENTS_JSON, chat_body, signature};
 use super::selects;
 use crate::config::{Secret, WebhookFormat, WebhookSink};
 use crate::event::CloudEvent;
@@ -231,8 +231,8 @@ async fn send(http: &reqwest::Client, spec: &WebhookSpec, row: &OutboxRow) -> At
     let s = &spec.sink;
     let (body, content_type) = match s.format {
         WebhookFormat::CloudEvents => (row.body.clone(), CLOUDEVENTS_JSON),
-        WebhookFormat::Slack => match serde_json::from_str::<CloudEvent>(&row.body) {
-            Ok(e) => (slack_body(&e), "application/json"),
+        chat => match serde_json::from_str::<CloudEvent>(&row.body) {
+            Ok(e) => (chat_body(chat, &e), "application/json"),
             Err(_) => (row.body.clone(), "application/json"),
         },
     };

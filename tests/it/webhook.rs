@@ -487,6 +487,47 @@ async fn a_slack_sink_posts_one_readable_line_per_event() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn discord_teams_and_google_chat_sinks_post_each_services_own_body() {
+    let sim = sim_with(TWO_ASSETS, 6000).await;
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    let mut sinks = String::new();
+    for format in ["discord", "teams", "google_chat"] {
+        sinks.push_str(&format!(
+            "[[sink.webhook]]\nname = \"{format}\"\nurl = \"{}/{format}\"\nformat = \"{format}\"\n",
+            receiver.url().trim_end_matches('/')
+        ));
+    }
+    let _daemon = start(&sim.url(), &sinks).await;
+    // Two assets discovered and imported: four events for each of the three sinks.
+    let got = receiver.wait_delivered(12, Duration::from_secs(20)).await;
+    for format in ["discord", "teams", "google_chat"] {
+        // Each service's body has its own shape, which tells the sinks apart.
+        let key = match format {
+            "discord" => "content",
+            "teams" => "attachments",
+            _ => "text",
+        };
+        let bodies: Vec<Value> = got
+            .iter()
+            .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+            .filter(|b| b.get(key).is_some())
+            .collect();
+        assert_eq!(bodies.len(), 4, "{format}");
+        for body in bodies {
+            let text = match format {
+                "discord" => body["content"].as_str().unwrap().to_string(),
+                "teams" => body["attachments"][0]["content"]["body"][1]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                _ => body["text"].as_str().unwrap().to_string(),
+            };
+            assert!(text.contains("workspaces/ws/projects/1/"), "{format}: {text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_huge_error_body_is_read_only_as_far_as_the_excerpt_that_is_kept() {
     let sim = sim_with(ONE_COMPLETED, 6000).await;
     // 200 MiB at 64 KiB every 2 ms: sending all of it takes at least 6.4 s.
