@@ -61,6 +61,8 @@ pub const DEFAULT_STALLED_INTERVAL: Duration = Duration::from_secs(600);
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 /// A week of delivered events is enough to look back at an incident, and bounds the store.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A webhook body template is a page of text, not a program: 64 KiB is plenty.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 /// Systemd's StateDirectory for a unit named ncp-watchd.
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/ncp-watchd/state.db";
 /// The port Prometheus exporters conventionally take near 9464, on loopback only.
@@ -370,6 +372,8 @@ pub struct WebhookSink {
     pub events: Vec<String>,
     /// Body encoding.
     pub format: WebhookFormat,
+    /// A MiniJinja template whose output is the body, replacing `format`'s encoding.
+    pub template: Option<String>,
     /// Deadline of one attempt.
     pub timeout: Duration,
     /// Attempts before dead-lettering.

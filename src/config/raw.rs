@@ -143,8 +143,12 @@ pub struct RawWebhookSink {
     pub secret_env: Field<String>,
     /// Event type globs.
     pub events: Field<Vec<Spanned<String>>>,
-    /// `"cloudevents"` or `"slack"`.
+    /// `"cloudevents"`, `"slack"`, `"discord"`, `"teams"` or `"google_chat"`.
     pub format: Field<String>,
+    /// A MiniJinja template producing the body (instead of `format`).
+    pub template: Field<String>,
+    /// A file holding such a template.
+    pub template_file: Field<String>,
     /// Deadline of one delivery attempt.
     pub timeout: Field<String>,
     /// Attempts before a delivery becomes a dead letter.

@@ -506,6 +506,56 @@ fn sinks(raw: &RawConfig, base_dir: &Path, d: &mut Collector) -> Sinks {
                 ),
             );
         }
+        let template = match (&r.template, &r.template_file) {
+            (Some(_), Some(f)) => {
+                d.push(
+                    f.span(),
+                    format!("{key}.template_file"),
+                    "set either `template` or `template_file`, not both",
+                );
+                None
+            }
+            (Some(t), None) => Some((t.get_ref().clone(), t.span(), format!("{key}.template"))),
+            (None, Some(f)) => {
+                let path = base_dir.join(f.get_ref());
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if text.len() <= MAX_TEMPLATE_BYTES => {
+                        Some((text, f.span(), format!("{key}.template_file")))
+                    }
+                    Ok(_) => {
+                        d.push(
+                            f.span(),
+                            format!("{key}.template_file"),
+                            format!("{} is larger than {MAX_TEMPLATE_BYTES} bytes", path.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        d.push(
+                            f.span(),
+                            format!("{key}.template_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        if let (Some(_), Some(f)) = (&template, &r.format) {
+            d.push(
+                f.span(),
+                format!("{key}.format"),
+                "a template makes the body itself: remove `format` or the template",
+            );
+        }
+        let template = template.and_then(|(text, span, field)| match crate::sink::encode::check_template(&text) {
+            Ok(()) => Some(text),
+            Err(why) => {
+                d.push(span, field, why);
+                None
+            }
+        });
         let sink = WebhookSink {
             name: name.unwrap_or_default(),
             url: url
@@ -516,6 +566,7 @@ fn sinks(raw: &RawConfig, base_dir: &Path, d: &mut Collector) -> Sinks {
             secret,
             events: events(d, &key, &r.events),
             format,
+            template,
             timeout: duration(d, &format!("{key}.timeout"), &r.timeout, DEFAULT_WEBHOOK_TIMEOUT),
             max_attempts: int(d, &format!("{key}.max_attempts"), &r.max_attempts, 1, 1000)
                 .map_or(DEFAULT_MAX_ATTEMPTS, |v| v as u32),

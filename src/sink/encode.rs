@@ -43,6 +43,62 @@ pub fn slack_body(event: &CloudEvent) -> String {
     serde_json::json!({ "text": slack_text(event) }).to_string()
 }
 
+/// How much work one render may do (MiniJinja's fuel: about one unit per instruction): far
+/// more than any body needs, and a bound on a template that loops for ever.
+const TEMPLATE_FUEL: u64 = 100_000;
+/// The largest body a template may produce.
+const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+
+/// A sandbox for one render: MiniJinja reaches nothing outside the values it is given (no
+/// file system, no environment, no includes), and fuel bounds the work.
+fn template_env() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_recursion_limit(32);
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env
+}
+
+/// The body `template` makes of `event`. The event is the template's context: `type`,
+/// `subject`, `id`, `time`, `source`, `data` (with `data.current`, `data.previous`,
+/// `data.detail`, …), and `summary`, the one-line chat summary. JSON-escape strings with
+/// the `tojson` filter.
+pub fn render_template(template: &str, event: &CloudEvent) -> Result<String, String> {
+    let mut ctx = serde_json::to_value(event).map_err(|e| e.to_string())?;
+    if let Value::Object(m) = &mut ctx {
+        m.insert("summary".into(), Value::String(slack_text(event)));
+    }
+    let body = template_env()
+        .render_str(template, minijinja::value::Serde(&ctx))
+        .map_err(|e| format!("the template failed: {e}"))?;
+    if body.len() > MAX_RENDERED_BYTES {
+        return Err(format!(
+            "the template produced {} bytes, over {MAX_RENDERED_BYTES}",
+            body.len()
+        ));
+    }
+    Ok(body)
+}
+
+/// Checks a template for `check`: it must parse, and render a sample event (every field
+/// set) to valid JSON.
+pub fn check_template(template: &str) -> Result<(), String> {
+    let sample: CloudEvent = serde_json::from_value(serde_json::json!({
+        "specversion": "1.0", "id": "0193a5e2-7c4b-7d2e-9f1a-3b2c1d0e9f8a", "source": "ncp-watchd/check",
+        "type": "video_asset.import.completed", "subject": "workspaces/ws/projects/1/video-assets/2",
+        "time": "2026-11-22T10:00:00.123Z", "datacontenttype": "application/json",
+        "data": {"watch": "sample", "resource": {"kind": "video_asset", "workspace": "ws", "project_id": "1", "asset_id": "2"},
+                 "previous": "IN_PROGRESS", "current": "COMPLETED", "terminal": true,
+                 "detail": {"uploadResult": "Video copy completed"}, "percent": 100.0, "error": "none", "hint": "callback"}
+    }))
+    .map_err(|e| e.to_string())?;
+    let body = render_template(template, &sample)?;
+    serde_json::from_str::<Value>(&body).map_err(|e| {
+        format!("the template's output for a sample event is not JSON ({e}); escape strings with `| tojson`")
+    })?;
+    Ok(())
+}
+
 /// The body a chat service's incoming webhook takes, carrying the one-line summary. Each
 /// service reads its own shape: Slack and Google Chat `text`, Discord `content` (with
 /// mentions switched off, so an asset named `@everyone` pings nobody), Teams Workflows an
@@ -234,6 +290,41 @@ mod tests {
                      "terminal": terminal, "detail": detail}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_template_renders_the_event_in_a_sandbox_with_bounded_work() {
+        let e = event(
+            "video_asset.import.completed",
+            Some("IN_PROGRESS"),
+            "COMPLETED",
+            true,
+            serde_json::json!({"uploadResult": "ok"}),
+        );
+        let body = render_template(
+            r#"{"kind": {{ type | tojson }}, "what": {{ subject | tojson }}, "now": {{ data.current | tojson }}, "was": {{ data.previous | tojson }}, "note": {{ summary | tojson }}}"#,
+            &e,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["kind"], "video_asset.import.completed");
+        assert_eq!(v["now"], "COMPLETED");
+        assert_eq!(v["was"], "IN_PROGRESS");
+        assert!(v["note"].as_str().unwrap().contains("IN_PROGRESS → COMPLETED"));
+        // Endless work runs out of fuel; nothing outside the event is reachable.
+        let spin = "{% for a in range(1000) %}{% for b in range(1000) %}{{ b }}{% endfor %}{% endfor %}";
+        assert!(
+            render_template(spin, &e).unwrap_err().contains("fuel"),
+            "a runaway loop stops"
+        );
+        assert!(render_template(r#"{% include "/etc/passwd" %}"#, &e).is_err());
+        assert!(
+            render_template("{{ nope.deeper }}", &e).is_err(),
+            "undefined names are errors, not empty"
+        );
+        assert!(check_template("{{ subject }}").unwrap_err().contains("not JSON"));
+        assert!(check_template("{% if %}").is_err());
+        assert!(check_template(r#"{"s": {{ subject | tojson }}}"#).is_ok());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::encode::{CLOUDEVENTS_JSON, chat_body, signature};
+use super::encode::{CLOUDEVENTS_JSON, chat_body, render_template, signature};
 use super::selects;
 use crate::config::{Secret, WebhookFormat, WebhookSink};
 use crate::event::CloudEvent;
@@ -229,9 +229,25 @@ async fn attempt(http: &reqwest::Client, spec: &WebhookSpec, row: &OutboxRow) ->
 /// One POST and what its answer means.
 async fn send(http: &reqwest::Client, spec: &WebhookSpec, row: &OutboxRow) -> Attempt {
     let s = &spec.sink;
-    let (body, content_type) = match s.format {
-        WebhookFormat::CloudEvents => (row.body.clone(), CLOUDEVENTS_JSON),
-        chat => match serde_json::from_str::<CloudEvent>(&row.body) {
+    let (body, content_type) = match (&s.template, s.format) {
+        // A template makes the body; one that fails on this event is a failed attempt
+        // (retried, then a dead letter), never a body sent half made.
+        (Some(template), _) => {
+            let rendered = serde_json::from_str::<CloudEvent>(&row.body)
+                .map_err(|e| e.to_string())
+                .and_then(|e| render_template(template, &e));
+            match rendered {
+                Ok(body) => (body, "application/json"),
+                Err(error) => {
+                    return Attempt::Failed {
+                        error: crate::text::scrub(&error).into_owned(),
+                        retry_after: None,
+                    };
+                }
+            }
+        }
+        (None, WebhookFormat::CloudEvents) => (row.body.clone(), CLOUDEVENTS_JSON),
+        (None, chat) => match serde_json::from_str::<CloudEvent>(&row.body) {
             Ok(e) => (chat_body(chat, &e), "application/json"),
             Err(_) => (row.body.clone(), "application/json"),
         },
@@ -738,6 +754,7 @@ mod tests {
             secret: None,
             events: vec![],
             format: WebhookFormat::CloudEvents,
+            template: None,
             timeout: Duration::from_secs(5),
             max_attempts: 10,
             retry_initial,

@@ -858,3 +858,40 @@ async fn durations_too_long_to_add_to_a_timestamp_are_rejected_for_every_key() {
         }
     }
 }
+
+#[tokio::test]
+async fn webhook_templates_are_validated_by_check() {
+    let hook = "[[sink.webhook]]\nname = \"own\"\nurl = \"https://hooks.example.com/x\"\n";
+    let env = [("NCLOUD_ACCESS_KEY", "a"), ("NCLOUD_SECRET_KEY", "b")];
+    let good = format!("{WATCH}{hook}template = '{{\"what\": {{{{ subject | tojson }}}}}}'\n");
+    let (code, _, stderr) = check(&good, &env).await;
+    assert_eq!(code, 0, "{good}\n{stderr}");
+    rejects(
+        &format!("{WATCH}{hook}template = \"{{% if %}}\"\n"),
+        6,
+        "sink.webhook[0].template",
+        "the template failed",
+    )
+    .await;
+    rejects(
+        &format!("{WATCH}{hook}template = \"{{{{ subject }}}}\"\n"),
+        6,
+        "sink.webhook[0].template",
+        "not JSON",
+    )
+    .await;
+    rejects(
+        &format!("{WATCH}{hook}template = '{{}}'\nformat = \"slack\"\n"),
+        7,
+        "sink.webhook[0].format",
+        "a template makes the body itself",
+    )
+    .await;
+    rejects(
+        &format!("{WATCH}{hook}template_file = \"missing.j2\"\n"),
+        6,
+        "sink.webhook[0].template_file",
+        "cannot read",
+    )
+    .await;
+}

@@ -528,6 +528,33 @@ async fn discord_teams_and_google_chat_sinks_post_each_services_own_body() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_template_sink_posts_the_body_its_template_makes_signed() {
+    let sim = sim_with(TWO_ASSETS, 6000).await;
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    let sink = format!(
+        "[[sink.webhook]]\nname = \"own\"\nurl = \"{}\"\nsecret_file = \"hook.secret\"\nevents = [\"video_asset.import.*\"]\n\
+         template = '{{\"asset\": {{{{ data.resource.asset_id | tojson }}}}, \"state\": {{{{ data.current | lower | tojson }}}}, \"id\": {{{{ id | tojson }}}}}}'\n",
+        receiver.url()
+    );
+    let _daemon = start(&sim.url(), &sink).await;
+    let got = receiver.wait_delivered(2, Duration::from_secs(20)).await;
+    let mut assets = Vec::new();
+    for r in &got {
+        assert_eq!(header(r, "content-type"), "application/json");
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["state"], "in_progress");
+        assert_eq!(body["id"], header(r, "webhook-id"));
+        assert!(
+            r.headers.get("webhook-signature").is_some(),
+            "a template body is signed too"
+        );
+        assets.push(body["asset"].as_str().unwrap().to_string());
+    }
+    assets.sort();
+    assert_eq!(assets, ["1", "2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_huge_error_body_is_read_only_as_far_as_the_excerpt_that_is_kept() {
     let sim = sim_with(ONE_COMPLETED, 6000).await;
     // 200 MiB at 64 KiB every 2 ms: sending all of it takes at least 6.4 s.
