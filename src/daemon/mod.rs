@@ -643,6 +643,61 @@ fn window_for(engine: &Engine, target: &target::Target) -> PollWindow {
     }
 }
 
+/// A round of `once` smaller than this finishes too soon for progress to matter.
+const PROGRESS_FROM: u64 = 100;
+
+/// `once`'s progress over a large backlog, on stderr: a bar with an ETA on a terminal, a
+/// plain line every tenth of the way otherwise (cron mail, CI logs).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+    next_line: u64,
+    started: std::time::Instant,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let bar = (terminal && total >= PROGRESS_FROM).then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            let style = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} polls, {per_sec}, ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar
+        });
+        Self {
+            bar,
+            total,
+            next_line: total / 10,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn polled(&mut self, done: u64) {
+        if let Some(bar) = &self.bar {
+            // Items found on the way (a project's new assets) grow the round.
+            bar.set_length(self.total.max(done));
+            bar.set_position(done);
+        } else if self.total >= PROGRESS_FROM && done >= self.next_line && done < self.total {
+            let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            let left = self.total.saturating_sub(done) as f64 / rate.max(0.001);
+            eprintln!(
+                "polled {done} of {} ({:.0}/s, about {} left)",
+                self.total,
+                rate,
+                humantime::format_duration(Duration::from_secs(left.round() as u64))
+            );
+            self.next_line = done + (self.total / 10).max(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// What `once` did.
 #[derive(Debug, Default)]
 pub struct OnceReport {
@@ -694,6 +749,7 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
     let mut polled: HashSet<Arc<str>> = HashSet::new();
     let mut running = tokio::task::JoinSet::new();
     let mut report = OnceReport::default();
+    let mut shown = Progress::new(engine.due_keys(now_ms()).len() as u64);
     loop {
         while running.len() < max {
             let Some((key, target)) = engine.next_due(now_ms()) else {
@@ -720,7 +776,9 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
                 .push((format!("{} {}", target.kind(), target.subject()), e.to_string()));
         }
         report.events.extend(engine.apply(vec![result])?);
+        shown.polled(polled.len() as u64);
     }
+    shown.finish();
     report.stdout_sink = specs.iter().any(|s| s.path.is_none());
     for spec in &webhooks {
         let delivered = webhook::deliver_pending(spec, &store_path).await?;

@@ -130,3 +130,60 @@ async fn completions_and_the_man_page_are_generated() {
         assert!(page.contains(word), "man page lacks {word}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_over_a_large_backlog_shows_progress_as_plain_lines_or_a_bar_on_a_terminal() {
+    let mut scenario = String::new();
+    let mut watches = String::new();
+    for i in 1..=150 {
+        scenario.push_str(&format!(
+            "[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n"
+        ));
+        watches.push_str(&format!(
+            "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{i}\"\n"
+        ));
+    }
+    let sim = sim_with(&scenario, 100_000).await;
+    let cfg = config_dir(&config_text(&sim.url(), "", &watches));
+    let out = watchd(&["once", "-c", cfg.path.to_str().unwrap()], &sim_env()).await;
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("polled 15 of 150"),
+        "plain progress lines off a terminal:\n{stderr}"
+    );
+    // On a terminal (util-linux `script` gives it one): a bar with an ETA, no plain lines.
+    let Ok(script) = which("script") else {
+        assert!(std::env::var_os("CI").is_none(), "CI: `script` (util-linux) is missing");
+        eprintln!("skipping the terminal half: no `script` command here");
+        return;
+    };
+    let cfg2 = config_dir(&config_text(&sim.url(), "", &watches));
+    let command = format!("{} once -c {}", watchd_bin().display(), cfg2.path.display());
+    let out = tokio::process::Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NCLOUD_ACCESS_KEY", ncp_watchd::sim::DEFAULT_ACCESS_KEY)
+        .env("NCLOUD_SECRET_KEY", ncp_watchd::sim::DEFAULT_SECRET_KEY)
+        .env("TERM", "xterm")
+        .output()
+        .await
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("polls") && screen.contains("ETA"),
+        "a progress bar on a terminal:\n{screen}"
+    );
+    assert!(!screen.contains("polled 15 of 150"), "{screen}");
+}
+
+fn which(name: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
