@@ -10,11 +10,13 @@
 //! - [`event`]: the CloudEvents contract that sinks receive.
 //! - [`cmd`]: the commands (`check`, `once`, `register`).
 //! - [`sim`]: the NCP simulator behind `ncp-sim`, the demo and the tests.
-//! - [`server`]: `/healthz`, `/readyz`, `/metrics` and systemd notifications.
+//! - [`server`]: `/healthz`, `/readyz`, `/metrics`, the callback route and systemd notifications.
+//! - [`callbacks`]: VOD Station callbacks judged and turned into hints for the daemon loop.
 //! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
 
+pub mod callbacks;
 pub mod cli;
 pub mod cmd;
 pub mod config;
