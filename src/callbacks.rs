@@ -210,7 +210,10 @@ mod tests {
         assert_eq!(g.judge(Some(TOKEN), ok()), Outcome::Accepted);
         assert!(g.take(), "an accepted callback raises a hint");
         assert!(!g.take(), "taken once");
-        assert_eq!(g.judge(Some("0123456789abcdef0123456789abcdeX"), ok()), Outcome::BadToken);
+        assert_eq!(
+            g.judge(Some("0123456789abcdef0123456789abcdeX"), ok()),
+            Outcome::BadToken
+        );
         assert_eq!(g.judge(Some(""), ok()), Outcome::BadToken);
         assert_eq!(g.judge(None, ok()), Outcome::BadToken);
         assert_eq!(g.judge(Some(&TOKEN[..31]), ok()), Outcome::BadToken);

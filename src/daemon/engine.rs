@@ -644,11 +644,7 @@ impl Engine {
     pub fn hint_vod_list(&mut self, now: i64) -> bool {
         let key = Target::VodList.key();
         let in_flight = self.in_flight.contains(key.as_str());
-        let Some((key, item)) = self
-            .items
-            .get_key_value(key.as_str())
-            .filter(|(_, i)| i.schedulable())
-        else {
+        let Some((key, item)) = self.items.get_key_value(key.as_str()).filter(|(_, i)| i.schedulable()) else {
             return false;
         };
         self.hints.pending = true;
