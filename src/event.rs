@@ -121,7 +121,14 @@ pub struct EventData {
     /// Why a watch is failing (`watch.failing` and `watch.recovered` only).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<String>,
+    /// `"callback"` when the change was first seen by a list read that a VOD Station
+    /// callback asked for (SPEC §10); absent when a scheduled poll saw it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hint: Option<String>,
 }
+
+/// `data.hint` of a change first seen by a read a callback asked for.
+pub const HINT_CALLBACK: &str = "callback";
 
 impl CloudEvent {
     /// The event for `change`, observed at `time` by instance `instance`.
@@ -144,6 +151,7 @@ impl CloudEvent {
                 detail: bounded_detail(&o.detail),
                 percent: o.percent,
                 error: None,
+                hint: None,
             },
         }
     }
@@ -180,6 +188,7 @@ impl CloudEvent {
                 percent: None,
                 // Whatever an API or a receiver echoed into the error, no secret is kept.
                 error: error.map(|e| crate::text::scrub(&e).into_owned()),
+                hint: None,
             },
         }
     }

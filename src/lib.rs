@@ -10,7 +10,8 @@
 //! - [`event`]: the CloudEvents contract that sinks receive.
 //! - [`cmd`]: the commands (`check`, `once`, `register`).
 //! - [`sim`]: the NCP simulator behind `ncp-sim`, the demo and the tests.
-//! - [`server`]: `/healthz`, `/readyz`, `/metrics` and systemd notifications.
+//! - [`server`]: `/healthz`, `/readyz`, `/metrics`, the callback route and systemd notifications.
+//! - [`callbacks`]: VOD Station callbacks judged and turned into hints for the daemon loop.
 //! - [`cli`]: the command line.
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@
 // expect that remains states the invariant that makes it unreachable.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod callbacks;
 pub mod cli;
 pub mod cmd;
 pub mod config;

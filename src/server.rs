@@ -1,4 +1,5 @@
-//! The operations surface: `/healthz`, `/readyz`, `/metrics`, and systemd's notify protocol.
+//! The operations surface: `/healthz`, `/readyz`, `/metrics`, VOD Station's callbacks
+//! (`POST /callbacks/vod/{token}`, see [`crate::callbacks`]), and systemd's notify protocol.
 //!
 //! The daemon loop calls [`Health::tick`] every second; `/healthz` fails when it has not
 //! for [`STALL_AFTER`], so a wedged daemon is restarted. `/readyz` answers 200 once the store
@@ -10,10 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+
+use crate::callbacks::{self, CallbackGate};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -83,6 +88,8 @@ impl Health {
 struct AppState {
     health: Arc<Health>,
     metrics: Option<PrometheusHandle>,
+    /// Where callbacks raise their hints; `None` answers every callback 404.
+    callbacks: Option<Arc<CallbackGate>>,
 }
 
 /// Serves until `shutdown` on an already bound listener.
@@ -90,13 +97,23 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     health: Arc<Health>,
     metrics: Option<PrometheusHandle>,
+    callbacks: Option<Arc<CallbackGate>>,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { health, metrics });
+        .route(
+            "/callbacks/vod/{token}",
+            // One byte over the limit is enough to tell a body that is too large.
+            post(vod_callback).layer(DefaultBodyLimit::max(callbacks::MAX_BODY_BYTES)),
+        )
+        .with_state(AppState {
+            health,
+            metrics,
+            callbacks,
+        });
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -139,6 +156,18 @@ async fn readyz(State(s): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+/// `POST /callbacks/vod/{token}`: 404 for a wrong token, 413 over 64 KiB, 400 for a body
+/// that does not decode, else 204 at once (the list read it asks for happens in the loop).
+async fn vod_callback(
+    State(s): State<AppState>,
+    token: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> StatusCode {
+    let token = token.ok().map(|Path(t)| t);
+    let body = body.map_err(|e| e.status());
+    callbacks::handle(s.callbacks.as_deref(), token.as_deref(), body)
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {
@@ -207,6 +236,10 @@ fn describe_metrics() {
         "Age of the oldest outbox event each sink has not handled."
     );
     describe_gauge!("ncp_watchd_dead_letters", "Dead letters per sink.");
+    describe_counter!(
+        "ncp_watchd_callbacks_total",
+        "VOD Station callbacks by outcome (accepted, ignored, bad_token, too_large, malformed)."
+    );
     describe_gauge!(
         "ncp_watchd_sink_paused",
         "Whether a sink is paused by a 410 Gone (1) or not (0)."

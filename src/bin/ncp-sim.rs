@@ -54,6 +54,10 @@ struct Args {
     /// Calls per minute per access key and service before 429.
     #[arg(long, default_value_t = sim::DEFAULT_QUOTA_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
     quota: u32,
+    /// POST VOD Station's callbacks here on every encode status change but CANCELED, as
+    /// VOD Station does (such as http://127.0.0.1:9464/callbacks/vod/TOKEN).
+    #[arg(long, value_name = "URL")]
+    vod_callback_url: Option<url::Url>,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         secret_key: args.secret_key,
         quota_per_minute: args.quota,
         scenario,
+        vod_callback_url: args.vod_callback_url.map(String::from),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -108,6 +113,10 @@ fn main() -> ExitCode {
             "  admin: {}/_sim/requests, /_sim/state, /_sim/faults, /_sim/status",
             handle.url()
         );
+        if printed.vod_callback_url.is_some() {
+            // The URL holds the daemon's token: said to be set, not shown.
+            println!("  VOD Station callbacks: sent to the --vod-callback-url given");
+        }
         wait_for_stop().await;
         handle.stop().await;
         ExitCode::SUCCESS

@@ -23,6 +23,9 @@ pub async fn run(args: &ConfigArg) -> Result<(), Failure> {
             problems.push(format!("error: sink.webhook `{}`: {e}", sink.name));
         }
     }
+    if let Some(Err(e)) = config.callbacks.as_ref().map(|c| c.vod_token.resolve()) {
+        problems.push(format!("error: callbacks: {e}"));
+    }
     if !problems.is_empty() {
         return Err(Failure::Config(problems.join("\n")));
     }
@@ -163,6 +166,20 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
         let _ = writeln!(s, "credentials:");
         let _ = writeln!(s, "  access key from {}", c.access_key_source);
         let _ = writeln!(s, "  secret key from {}", c.secret_key_source);
+    }
+    match &config.callbacks {
+        Some(c) => {
+            let _ = writeln!(
+                s,
+                "callbacks: VOD Station at POST http://{}/callbacks/vod/<the token from {}>; running encodes are still read every {} in case one is lost",
+                config.listen,
+                c.vod_token,
+                humantime::format_duration(c.fallback_interval)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "callbacks: off (encodes are seen by polling only)");
+        }
     }
     let _ = writeln!(s, "state: {}", config.state_path.display());
     let _ = writeln!(s, "server: http://{}", config.listen);

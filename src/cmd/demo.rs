@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, CredentialSource, Credentials, Secret};
+use crate::config::{CallbackTokenSource, CallbacksConfig, Config, CredentialSource, Credentials, Secret};
 use crate::daemon;
 use crate::sim::{Scenario, SimConfig, SimHandle};
 use crate::sink::log::{LineFormat, LogSinkSpec};
@@ -19,6 +19,10 @@ use super::Failure;
 
 /// The demo configuration, embedded so the demo runs from any directory.
 pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+
+/// The demo's VOD list is read at the discovery rate anyway; callbacks bring each change
+/// before that, and this fallback would catch one that is lost.
+const DEMO_CALLBACK_FALLBACK: Duration = Duration::from_secs(30);
 
 /// The demo stops after this long, whatever the scenario does.
 const DEMO_DEADLINE: Duration = Duration::from_secs(30);
@@ -34,7 +38,21 @@ pub async fn run() -> Result<(), Failure> {
     std::fs::create_dir_all(&state_dir).map_err(|e| runtime("cannot create the demo's state directory", &e))?;
     let mut config = Config::parse(Path::new("config/demo.toml"), DEMO_CONFIG)
         .map_err(|e| runtime("the embedded demo config is invalid", &e))?;
-    let sim_config = SimConfig::new(Scenario::built_in());
+    // VOD Station's callbacks, played by the simulator: a random token in a file, and the
+    // daemon's listener on a port picked now, so the simulator knows where to send them.
+    let token: String = (0..32).map(|_| format!("{:02x}", fastrand::u8(..))).collect();
+    let token_file = state_dir.join("vod_callback_token");
+    std::fs::write(&token_file, &token).map_err(|e| runtime("cannot write the demo's callback token", &e))?;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| runtime("cannot find a free port on loopback", &e))?;
+    config.listen = listen;
+    config.callbacks = Some(CallbacksConfig {
+        vod_token: CallbackTokenSource::File(token_file),
+        fallback_interval: DEMO_CALLBACK_FALLBACK,
+    });
+    let mut sim_config = SimConfig::new(Scenario::built_in());
+    sim_config.vod_callback_url = Some(format!("http://{listen}/callbacks/vod/{token}"));
     let credentials = Credentials {
         access_key: Secret::new(sim_config.access_key.clone()),
         secret_key: Secret::new(sim_config.secret_key.clone()),
@@ -59,7 +77,7 @@ pub async fn run() -> Result<(), Failure> {
     };
 
     println!(
-        "ncp-sim is serving the built-in scenario at {}; the daemon watches it:",
+        "ncp-sim is serving the built-in scenario at {} and sends VOD Station's callbacks to the daemon; the daemon watches it:",
         sim.url()
     );
     let _ = std::io::stdout().flush();
@@ -103,12 +121,17 @@ pub async fn run() -> Result<(), Failure> {
         Store::open(&state_path).and_then(|s| s.outbox_len()).unwrap_or(0),
         sim.requests().len(),
     );
+    let hinted = Store::open(&state_path)
+        .and_then(|s| s.outbox_after(0, 100_000))
+        .map(|rows| rows.iter().filter(|r| r.body.contains("\"hint\":\"callback\"")).count())
+        .unwrap_or(0);
+    let callbacks = sim.callbacks().len();
     sim.stop().await;
     let _ = std::fs::remove_dir_all(&state_dir);
     match outcome {
         Ok(Ok(())) => {
             println!(
-                "scenario done: {events} events from {calls} API calls, in {:.1}s",
+                "scenario done: {events} events from {calls} API calls, in {:.1}s; {callbacks} VOD Station callbacks brought {hinted} encode events before their scheduled poll",
                 started.elapsed().as_secs_f64()
             );
             Ok(())

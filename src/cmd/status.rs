@@ -41,8 +41,28 @@ pub async fn run(args: &StatusArgs) -> Result<(), Failure> {
                 s.cursor_name, s.behind, s.retrying, s.dead_letters
             );
         }
+        let last = store
+            .fact(crate::callbacks::LAST_CALLBACK_FACT)
+            .map_err(|e| Failure::Runtime(e.to_string()))?
+            .and_then(|v| v.parse::<i64>().ok());
+        if let Some(line) = callbacks_line(config.callbacks.is_some(), last, now) {
+            println!("{line}");
+        }
     }
     Ok(())
+}
+
+/// What `status` says about VOD Station callbacks: when the last one came.
+fn callbacks_line(configured: bool, last_ms: Option<i64>, now: i64) -> Option<String> {
+    match (configured, last_ms) {
+        (_, Some(at)) => Some(format!(
+            "callbacks: last VOD Station callback {} ({})",
+            relative(Some(at), now),
+            time(Some(at)).as_str().unwrap_or_default()
+        )),
+        (true, None) => Some("callbacks: no VOD Station callback has come yet".to_string()),
+        (false, None) => None,
+    }
 }
 
 fn time(ms: Option<i64>) -> serde_json::Value {

@@ -26,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "sink",
     "state",
     "server",
+    "callbacks",
     "log",
 ];
 /// Tables under `[watch]`, each an array of tables.
@@ -58,6 +59,10 @@ pub(crate) fn parse(source: &str, diags: &mut Collector) -> Option<RawConfig> {
             "state" => raw.state = table(diags, "state", value).unwrap_or_default(),
             "server" => raw.server = table(diags, "server", value).unwrap_or_default(),
             "log" => raw.log = table(diags, "log", value).unwrap_or_default(),
+            "callbacks" => {
+                let span = value.span();
+                raw.callbacks = table(diags, "callbacks", value).map(|t| Spanned::new(span, t));
+            }
             "watch" => {
                 for (kind, list) in group(diags, "watch", WATCH_KINDS, value) {
                     let path = format!("watch.{kind}");

@@ -22,7 +22,7 @@ use std::time::Duration;
 pub use credentials::{CredentialError, CredentialSource, Credentials, resolve_credentials};
 pub use diag::{Diagnostic, Diagnostics, MAX_PROBLEMS, MORE_PROBLEMS_NOTE};
 pub use secret::Secret;
-pub use validate::{WebhookSecretSource, is_object_key, is_positive_integer, is_workspace_name};
+pub use validate::{CallbackTokenSource, WebhookSecretSource, is_object_key, is_positive_integer, is_workspace_name};
 
 /// Where the config file is read from when neither `-c` nor `$NCP_WATCHD_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/ncp-watchd/config.toml";
@@ -75,6 +75,13 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(5);
 /// Largest webhook retry delay.
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(3600);
+/// With callbacks on, a running encode's end normally arrives within a second; the list is
+/// still read this often in case a callback is lost (VOD Station does not retry them), so
+/// a lost one costs at most five minutes, at a twentieth of the calls of a 15 s poll.
+pub const DEFAULT_CALLBACK_FALLBACK_INTERVAL: Duration = Duration::from_secs(300);
+/// The token is the callback URL's only authentication (VOD Station cannot sign): 32
+/// characters of a random hex or base64url string are 128 bits or more, beyond guessing.
+pub const MIN_CALLBACK_TOKEN_CHARS: usize = 32;
 
 /// The validated configuration. It has no `Default`: it only comes from [`Config::load`].
 #[derive(Debug, Clone)]
@@ -99,8 +106,21 @@ pub struct Config {
     pub state_retention: Duration,
     /// Address of the health and metrics server.
     pub listen: SocketAddr,
+    /// VOD Station callbacks as hints; `None` when `[callbacks]` is absent.
+    pub callbacks: Option<CallbacksConfig>,
     /// The daemon's own logging.
     pub log: LogConfig,
+}
+
+/// `[callbacks]` (SPEC §10): VOD Station's callbacks, taken as hints that make the VOD list
+/// due now, never as state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbacksConfig {
+    /// Where the token of `POST /callbacks/vod/{token}` is read from.
+    pub vod_token: CallbackTokenSource,
+    /// How often the VOD list is still read while a watched encode runs, in case a
+    /// callback is lost (instead of `[poll] interval`).
+    pub fallback_interval: Duration,
 }
 
 /// `[credentials]`: explicit files; absent means the next source in the resolution order.

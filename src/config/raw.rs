@@ -189,6 +189,19 @@ pub struct RawServer {
     pub listen: Field<String>,
 }
 
+/// `[callbacks]`: VOD Station's callbacks taken as hints (SPEC §10).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCallbacks {
+    /// File holding the token of the callback URL's path; relative paths resolve against
+    /// `$CREDENTIALS_DIRECTORY`.
+    pub vod_token_file: Field<String>,
+    /// Environment variable holding the token.
+    pub vod_token_env: Field<String>,
+    /// How often the VOD list is still read while a watched encode runs.
+    pub fallback_interval: Field<String>,
+}
+
 /// `[log]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,6 +239,8 @@ pub struct RawConfig {
     pub state: RawState,
     /// `[server]`.
     pub server: RawServer,
+    /// `[callbacks]`, with the table's span (absent: callbacks are off).
+    pub callbacks: Option<Spanned<RawCallbacks>>,
     /// `[log]`.
     pub log: RawLog,
 }

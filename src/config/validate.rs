@@ -154,6 +154,8 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
         None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
     };
 
+    let callbacks = raw.callbacks.as_ref().and_then(|t| callbacks(d, t, base_dir));
+
     let level = match &raw.log.level {
         Some(v) => {
             if let Err(message) = log_filter(v.get_ref()) {
@@ -179,7 +181,104 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
         state_path,
         state_retention: duration(d, "state.retention", &raw.state.retention, DEFAULT_RETENTION),
         listen,
+        callbacks,
         log: LogConfig { level, format },
+    }
+}
+
+/// `[callbacks]`: exactly one token source, and the fallback interval.
+fn callbacks(d: &mut Collector, t: &Spanned<RawCallbacks>, base_dir: &Path) -> Option<CallbacksConfig> {
+    let r = t.get_ref();
+    let fallback_interval = duration(
+        d,
+        "callbacks.fallback_interval",
+        &r.fallback_interval,
+        DEFAULT_CALLBACK_FALLBACK_INTERVAL,
+    );
+    let vod_token = match (&r.vod_token_file, &r.vod_token_env) {
+        (Some(_), Some(env)) => {
+            d.push(
+                env.span(),
+                "callbacks.vod_token_env",
+                "set either `vod_token_file` or `vod_token_env`, not both",
+            );
+            None
+        }
+        (Some(f), None) => non_empty(d, "callbacks.vod_token_file", f)
+            .map(|p| CallbackTokenSource::File(secret_path(Path::new(&p), base_dir))),
+        (None, Some(e)) => non_empty(d, "callbacks.vod_token_env", e).map(CallbackTokenSource::Env),
+        (None, None) => {
+            d.push(
+                t.span(),
+                "callbacks.vod_token_file",
+                format!(
+                    "missing the callback token: set `vod_token_file` or `vod_token_env` to a random string of at least {MIN_CALLBACK_TOKEN_CHARS} characters (such as the output of `openssl rand -hex 32`), or remove [callbacks]"
+                ),
+            );
+            None
+        }
+    };
+    Some(CallbacksConfig {
+        vod_token: vod_token?,
+        fallback_interval,
+    })
+}
+
+/// Where the callback URL's token is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallbackTokenSource {
+    /// A file, path already resolved (against `$CREDENTIALS_DIRECTORY` or the config's directory).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+/// A token file larger than this is not a token.
+const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+impl CallbackTokenSource {
+    /// Reads the token and checks it: at least [`MIN_CALLBACK_TOKEN_CHARS`] characters,
+    /// all of them allowed in a URL path unencoded. Errors name the source, never the value.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        use std::io::Read as _;
+        let value = match self {
+            Self::File(p) => {
+                let mut bytes = Vec::new();
+                std::fs::File::open(p)
+                    .and_then(|f| f.take(MAX_TOKEN_FILE_BYTES + 1).read_to_end(&mut bytes))
+                    .map_err(|e| format!("cannot read the callback token file {}: {e}", p.display()))?;
+                if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
+                    return Err(format!(
+                        "the callback token file {} is larger than {MAX_TOKEN_FILE_BYTES} bytes; is it the right file?",
+                        p.display()
+                    ));
+                }
+                String::from_utf8(bytes).map_err(|_| format!("the callback token from {self} is not UTF-8"))?
+            }
+            Self::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+        };
+        let token = value.trim();
+        if token.chars().count() < MIN_CALLBACK_TOKEN_CHARS {
+            return Err(format!(
+                "the callback token from {self} is {} characters; it must be at least {MIN_CALLBACK_TOKEN_CHARS} (such as the output of `openssl rand -hex 32`), as it is the callback URL's only authentication",
+                token.chars().count()
+            ));
+        }
+        if !token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
+            return Err(format!(
+                "the callback token from {self} must be letters, digits, `-`, `_`, `.` or `~` only, so it goes into the URL path as it is"
+            ));
+        }
+        Ok(Secret::new(token))
+    }
+}
+
+impl std::fmt::Display for CallbackTokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "file {}", p.display()),
+            Self::Env(v) => write!(f, "environment variable {v}"),
+        }
     }
 }
 

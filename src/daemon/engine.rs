@@ -277,6 +277,31 @@ pub async fn poll(client: &NcpClient, target: &Target, window: PollWindow) -> Re
 /// an unfinished encode is: an encode nobody has touched for a month is gone, not running.
 pub const MAX_VOD_REACH_BACK: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// However many callbacks arrive, the VOD list is read for them at most once per this long
+/// (SPEC §10): a flood of forged or replayed callbacks costs one call a second at most.
+pub const HINT_COALESCE: Duration = Duration::from_secs(1);
+
+/// Hints from VOD Station callbacks, waiting for or riding on a VOD list read.
+#[derive(Debug)]
+struct VodHints {
+    /// A callback came that no list read started since then has answered.
+    pending: bool,
+    /// The list read in flight was started while a hint was pending.
+    in_flight_hinted: bool,
+    /// When the last read for a hint started, epoch milliseconds.
+    last_read_ms: i64,
+}
+
+impl Default for VodHints {
+    fn default() -> Self {
+        Self {
+            pending: false,
+            in_flight_hinted: false,
+            last_read_ms: i64::MIN / 2,
+        }
+    }
+}
+
 /// Changes staged by one apply, committed together.
 #[derive(Default)]
 struct Staged {
@@ -300,6 +325,8 @@ pub struct Engine {
     /// Items waiting for the account's key to be accepted again; the first good answer
     /// (or new credentials) makes them due at once.
     auth_waiting: HashSet<Arc<str>>,
+    /// Callback hints for the VOD list.
+    hints: VodHints,
 }
 
 impl std::fmt::Debug for Engine {
@@ -346,6 +373,7 @@ impl Engine {
             interner: RefCell::new(interner),
             account: None,
             auth_waiting: HashSet::new(),
+            hints: VodHints::default(),
         };
         // Items that were waiting on a refused key before a restart wait on it still.
         let failing_account = engine
@@ -557,6 +585,13 @@ impl Engine {
                 continue;
             }
             self.in_flight.insert(key.clone());
+            if matches!(item.target, Target::VodList) {
+                // Whatever made it due, this read answers every hint raised so far.
+                self.hints.in_flight_hinted = std::mem::take(&mut self.hints.pending);
+                if self.hints.in_flight_hinted {
+                    self.hints.last_read_ms = now_ms;
+                }
+            }
             return Some((key, item.target.clone()));
         }
         None
@@ -610,6 +645,31 @@ impl Engine {
         }
     }
 
+    /// A VOD Station callback for a watched category came (SPEC §10): the VOD list is due
+    /// now, or one [`HINT_COALESCE`] after the last read for a hint, whichever is later. A
+    /// read in flight is followed by another once it answers (it may have started before
+    /// the change). A failing list keeps its backoff. Returns whether there is a VOD list.
+    pub fn hint_vod_list(&mut self, now: i64) -> bool {
+        let key = Target::VodList.key();
+        let in_flight = self.in_flight.contains(key.as_str());
+        let Some((key, item)) = self.items.get_key_value(key.as_str()).filter(|(_, i)| i.schedulable()) else {
+            return false;
+        };
+        self.hints.pending = true;
+        if in_flight || item.failures > 0 || self.auth_waiting.contains(key) {
+            return true;
+        }
+        let due = now.max(self.hints.last_read_ms.saturating_add(ms(HINT_COALESCE)));
+        if item.next_due_ms.is_some_and(|d| d > due) {
+            let key = key.clone();
+            if let Some(item) = self.items.get_mut(&key) {
+                item.next_due_ms = Some(due);
+            }
+            self.queue.push(key, due);
+        }
+        true
+    }
+
     /// The start of the VOD list window: `vod_lookback` ago, or earlier, so that every
     /// unfinished watched encode stays in it (an encode's `since_ms` is the start of the
     /// window it was first listed in, so it started no earlier), but never more than
@@ -650,6 +710,7 @@ impl Engine {
             }
             let mut item = staged.items.get(&r.key).cloned().unwrap_or_else(|| base.clone());
             item.last_polled_ms = Some(r.at_ms);
+            let hinted = matches!(item.target, Target::VodList) && std::mem::take(&mut self.hints.in_flight_hinted);
             match r.outcome {
                 Ok(polled) => {
                     self.account_accepted(now, time, &mut staged);
@@ -691,16 +752,35 @@ impl Engine {
                                 Some(from) => *from,
                                 None => now,
                             };
+                            let first_event = staged.events.len();
                             let running =
                                 self.apply_list(&item, &observations, first_read, window_from, now, time, &mut staged);
+                            if hinted {
+                                for e in &mut staged.events[first_event..] {
+                                    if e.event_type.starts_with("vod.encode.") {
+                                        e.data.hint = Some(crate::event::HINT_CALLBACK.to_string());
+                                    }
+                                }
+                            }
                             item.status = Some(self.interner.borrow_mut().get(LIST_READ));
                             let p = &self.config.poll;
+                            // With callbacks on, a running encode's changes come through
+                            // them; the list is read at the fallback rate in case one is lost.
+                            let running_every = match &self.config.callbacks {
+                                Some(c) => c.fallback_interval,
+                                None => p.interval,
+                            };
                             let every = if matches!(item.target, Target::VodList) && running {
-                                p.interval.min(p.discovery_interval)
+                                running_every.min(p.discovery_interval)
                             } else {
                                 p.discovery_interval
                             };
                             item.next_due_ms = Some(now + ms(every));
+                            if matches!(item.target, Target::VodList) && self.hints.pending {
+                                // A callback came while this read was out: read again soon.
+                                let soon = now.max(self.hints.last_read_ms.saturating_add(ms(HINT_COALESCE)));
+                                item.next_due_ms = item.next_due_ms.map(|d| d.min(soon));
+                            }
                         }
                     }
                 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
+use crate::callbacks::{CallbackGate, LAST_CALLBACK_FACT};
 use crate::config::{Config, Credentials, LogSink};
 use crate::event::CloudEvent;
 use crate::ncp::{ApiError, NcpClient};
@@ -68,6 +69,9 @@ pub enum DaemonError {
         /// How long `once` waited.
         waited: Duration,
     },
+    /// The callback token could not be read or is not good enough.
+    #[error("callbacks: {0}")]
+    Callbacks(String),
     /// A webhook sink's secret could not be resolved.
     #[error("sink.webhook `{sink}`: {reason}")]
     Sink {
@@ -91,6 +95,19 @@ pub fn webhook_specs(config: &Config) -> Result<Vec<WebhookSpec>, DaemonError> {
             })
         })
         .collect()
+}
+
+/// Points `gate` at `config`'s callback token (read now) and VOD watches, or turns
+/// callbacks off. The token's errors name its source, never its value.
+fn configure_callbacks(gate: &CallbackGate, config: &Config) -> Result<(), DaemonError> {
+    match &config.callbacks {
+        Some(c) => {
+            let token = c.vod_token.resolve().map_err(DaemonError::Callbacks)?;
+            gate.configure(Some(&token), &config.watches.vods);
+        }
+        None => gate.configure(None, &[]),
+    }
+    Ok(())
 }
 
 /// Whether two configs run the same sinks (URLs compared without being shown).
@@ -188,6 +205,8 @@ pub async fn run(
     extra_sinks: Vec<LogSinkSpec>,
 ) -> Result<(), DaemonError> {
     let webhooks = webhook_specs(&config)?;
+    let callbacks = CallbackGate::new();
+    configure_callbacks(&callbacks, &config)?;
     // One writer per store, for the daemon's whole life (the kernel drops it on any exit).
     let _lock = StoreLock::acquire(&config.state_path).map_err(StoreError::from)?;
     let store = Store::open(&config.state_path)?;
@@ -222,9 +241,15 @@ pub async fn run(
         listener,
         health.clone(),
         server::metrics_handle(),
+        Some(callbacks.clone()),
         server_stop.clone(),
     ));
     tracing::info!(address = %bound, "health and metrics server listening on http://{bound}");
+    if let Some(c) = &engine.config().callbacks {
+        tracing::info!(token = %c.vod_token, fallback = %humantime::format_duration(c.fallback_interval), "VOD Station callbacks on: POST /callbacks/vod/<token> on the same listener");
+    }
+    // When the last callback was recorded in the store, for `status`.
+    let mut callback_recorded: Option<i64> = None;
     // The first round: every item due now. /readyz answers 200 once each has been polled.
     let mut first_round: HashSet<Arc<str>> = engine.due_keys(now_ms());
     if first_round.is_empty() {
@@ -280,10 +305,24 @@ pub async fn run(
                 apply(&mut engine, batch, &wake, &health);
                 rounds.finish_done(gauge_store.as_mut());
             }
+            _ = callbacks.notified() => {
+                if callbacks.take() && !engine.hint_vod_list(now_ms()) {
+                    tracing::debug!("a VOD Station callback came, but no VOD list is watched");
+                }
+            }
             _ = heartbeat.tick() => {
                 // The loop's own heartbeat: /healthz and systemd's watchdog hear from it only
                 // while it turns.
                 health.tick();
+                // When the last callback came, for `status`: at most one write a second.
+                if let Some(at) = callbacks.last_callback_ms().filter(|at| callback_recorded != Some(*at))
+                    && let Some(store) = gauge_store.as_mut()
+                {
+                    match store.set_fact(LAST_CALLBACK_FACT, &at.to_string()) {
+                        Ok(()) => callback_recorded = Some(at),
+                        Err(e) => tracing::warn!(error = %e, "cannot record when the last callback came"),
+                    }
+                }
                 if let Some(every) = watchdog_every
                     && last_watchdog.elapsed() >= every
                 {
@@ -314,6 +353,12 @@ pub async fn run(
                         continue;
                     }
                 };
+                // The callback token is read again too (a rotated token needs no restart).
+                if let Err(e) = configure_callbacks(&callbacks, &new_config) {
+                    tracing::error!(error = %e, "reload refused: the previous configuration keeps running");
+                    notify::ready();
+                    continue;
+                }
                 // A reload resumes sinks paused by a 410 Gone.
                 if let Err(e) = Store::open_for_progress(&store_path).and_then(|mut s| s.clear_sink_pauses()) {
                     tracing::warn!(error = %e, "cannot lift sink pauses");

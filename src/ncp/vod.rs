@@ -146,6 +146,56 @@ pub fn newest_jobs(encodes: Vec<VodEncode>) -> Vec<VodEncode> {
     out
 }
 
+/// The body VOD Station POSTs to a category's callback URL on each status change of an
+/// encoding option (SPEC §10): `{"categoryId","categoryName","fileId","filePath",
+/// "encodingOptionId","outputType","link","status"}`. It is a hint, never state: the daemon
+/// reads only which category moved, and learns what changed from the status list.
+///
+/// Decoded tolerantly, like the list: ids as numbers or strings, `filePath` empty while
+/// WAITING, `link` a URL, a boolean or absent, unknown fields kept. Only `categoryId` and
+/// `status` are required, since without them the callback says nothing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VodCallback {
+    /// The category whose encode changed.
+    #[serde(deserialize_with = "wire::id")]
+    pub category_id: String,
+    /// Its name.
+    #[serde(default, deserialize_with = "wire::opt_text")]
+    pub category_name: Option<String>,
+    /// The input file's id.
+    #[serde(default, deserialize_with = "wire::opt_id")]
+    pub file_id: Option<String>,
+    /// The input file (empty while WAITING).
+    #[serde(default, deserialize_with = "wire::opt_text")]
+    pub file_path: Option<String>,
+    /// The encoding option's id.
+    #[serde(default, deserialize_with = "wire::opt_id")]
+    pub encoding_option_id: Option<String>,
+    /// The output type.
+    #[serde(default, deserialize_with = "wire::opt_text")]
+    pub output_type: Option<String>,
+    /// The output's URL, or whether there is one.
+    #[serde(default, deserialize_with = "wire::opt_link")]
+    pub link: Option<wire::Link>,
+    /// The status it says the encode has now (not trusted: the list says).
+    #[serde(deserialize_with = "wire::text")]
+    pub status: String,
+    /// Every other field, kept.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// Decodes a callback body, or says why it cannot.
+pub fn decode_vod_callback(body: &[u8]) -> Result<VodCallback, String> {
+    let callback: VodCallback = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let id = &callback.category_id;
+    if id.is_empty() || id.contains('/') || id.chars().any(char::is_control) {
+        return Err("`categoryId` is empty or not an id".to_string());
+    }
+    Ok(callback)
+}
+
 impl NcpClient {
     /// One page of encodes started between `from_ms` and `to_ms` (epoch milliseconds).
     pub async fn vod_page(
@@ -175,5 +225,41 @@ impl NcpClient {
             Ok(page)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod callback_tests {
+    use super::decode_vod_callback;
+
+    #[test]
+    fn a_callback_decodes_in_every_documented_and_observed_form() {
+        let waiting = br#"{"categoryId":10019,"categoryName":"test2","fileId":123,"filePath":"","encodingOptionId":7,"outputType":"hls","link":"","status":"WAITING"}"#;
+        let c = decode_vod_callback(waiting).unwrap();
+        assert_eq!((c.category_id.as_str(), c.status.as_str()), ("10019", "WAITING"));
+        assert_eq!(c.file_path.as_deref(), Some(""));
+        assert_eq!(c.file_id.as_deref(), Some("123"));
+        let strings = br#"{"categoryId":"10019","fileId":"123","encodingOptionId":"7","filePath":"a.mp4","status":"COMPLETE","link":"https://x/a.mp4","newField":{"x":1}}"#;
+        let c = decode_vod_callback(strings).unwrap();
+        assert_eq!(c.encoding_option_id.as_deref(), Some("7"));
+        assert!(c.other.contains_key("newField"), "unknown fields are kept");
+        let minimal = br#"{"categoryId":1,"status":"RUNNING","link":false}"#;
+        assert!(decode_vod_callback(minimal).is_ok());
+    }
+
+    #[test]
+    fn a_callback_without_a_category_or_a_status_or_not_json_is_refused() {
+        for body in [
+            &br#"{"status":"COMPLETE"}"#[..],
+            br#"{"categoryId":1}"#,
+            br#"{"categoryId":null,"status":"COMPLETE"}"#,
+            br#"{"categoryId":"","status":"COMPLETE"}"#,
+            br#"{"categoryId":"a/b","status":"COMPLETE"}"#,
+            br#"[1,2]"#,
+            b"categoryId=1&status=COMPLETE",
+            b"",
+        ] {
+            assert!(decode_vod_callback(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
     }
 }

@@ -78,6 +78,9 @@ pub struct SimConfig {
     pub quota_per_minute: u32,
     /// What to serve.
     pub scenario: Scenario,
+    /// Where VOD Station's callbacks go (SPEC §10): POSTed for every status change of an
+    /// encode output but CANCELED, as VOD Station does; none when absent.
+    pub vod_callback_url: Option<String>,
 }
 
 impl SimConfig {
@@ -88,9 +91,22 @@ impl SimConfig {
             secret_key: DEFAULT_SECRET_KEY.to_string(),
             quota_per_minute: DEFAULT_QUOTA_PER_MINUTE,
             scenario,
+            vod_callback_url: None,
         }
     }
 }
+
+/// One callback the simulator sent, as VOD Station would.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackRecord {
+    /// When it was sent, epoch milliseconds.
+    pub at_ms: i64,
+    /// The body.
+    pub body: Value,
+}
+
+/// How long the simulator waits for a callback's receiver; VOD Station does not retry.
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One API request as the simulator saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +232,12 @@ struct Shared {
     quota: Mutex<HashMap<(String, &'static str), VecDeque<i64>>>,
     faults: Mutex<Vec<Fault>>,
     log: Mutex<Vec<RequestRecord>>,
+    /// Where callbacks go, changeable while running (a daemon's port is known late).
+    callback_url: Mutex<Option<String>>,
+    /// Callbacks sent.
+    callbacks: Mutex<Vec<CallbackRecord>>,
+    /// Wakes the callback sender when a status is set through the admin API.
+    changed: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -261,12 +283,15 @@ impl SimHandle {
         let addr = listener.local_addr()?;
         let world = World::new(&config.scenario, epoch_ms());
         let shared = Arc::new(Shared {
+            callback_url: Mutex::new(config.vod_callback_url.clone()),
             config,
             started: Instant::now(),
             world: Mutex::new(world),
             quota: Mutex::new(HashMap::new()),
             faults: Mutex::new(Vec::new()),
             log: Mutex::new(Vec::new()),
+            callbacks: Mutex::new(Vec::new()),
+            changed: tokio::sync::Notify::new(),
         });
         let app = Router::new()
             .route("/_sim/requests", get(admin_requests).delete(admin_clear_requests))
@@ -278,10 +303,12 @@ impl SimHandle {
             .with_state(shared.clone());
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        // The world as found is no change; taken now, before any `set` can come.
+        let found = lock(&shared.world).encode_statuses(shared.started.elapsed());
+        let sender = send_callbacks(shared.clone(), found, shutdown.clone());
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
+            let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());
+            let _ = tokio::join!(serve.into_future(), sender);
         });
         Ok(Self {
             addr,
@@ -309,6 +336,17 @@ impl SimHandle {
     /// Changes an item's status now.
     pub fn set(&self, change: SetState) {
         lock(&self.shared.world).set(change, self.shared.started.elapsed());
+        self.shared.changed.notify_one();
+    }
+
+    /// Sends VOD Station's callbacks to `url` from now on (`None`: sends none).
+    pub fn set_vod_callback_url(&self, url: Option<String>) {
+        *lock(&self.shared.callback_url) = url;
+    }
+
+    /// Every callback sent so far.
+    pub fn callbacks(&self) -> Vec<CallbackRecord> {
+        lock(&self.shared.callbacks).clone()
     }
 
     /// Injects a fault into the next matching requests.
@@ -341,6 +379,7 @@ async fn admin_set_state(State(s): State<Arc<Shared>>, body: Bytes) -> Response 
     match serde_json::from_slice::<SetState>(&body) {
         Ok(change) => {
             lock(&s.world).set(change, s.started.elapsed());
+            s.changed.notify_one();
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, format!("bad state change: {e}\n")).into_response(),
@@ -370,6 +409,60 @@ async fn admin_status(State(s): State<Arc<Shared>>) -> Response {
         "requests": lock(&s.log).len(),
     }))
     .into_response()
+}
+
+/// Plays VOD Station's callbacks until `stop`: whenever an encode output's status changes
+/// (a scenario step comes due, or the admin API sets one), POSTs the callback body for it,
+/// one per output, except for CANCELED, which VOD Station never sends. Unsigned and never
+/// retried, as VOD Station's are. Statuses at start are the world as found, not changes.
+async fn send_callbacks(s: Arc<Shared>, found: Vec<Option<String>>, stop: CancellationToken) {
+    let Ok(http) = reqwest::Client::builder().timeout(CALLBACK_TIMEOUT).build() else {
+        return;
+    };
+    let mut last = found;
+    let mut sending = tokio::task::JoinSet::new();
+    loop {
+        let t = s.started.elapsed();
+        let wait = lock(&s.world)
+            .next_encode_step_after(t)
+            .map_or(Duration::from_secs(1), |next| next - t)
+            .min(Duration::from_secs(1));
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = s.changed.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        while sending.try_join_next().is_some() {}
+        let t = s.started.elapsed();
+        let bodies: Vec<Value> = {
+            let world = lock(&s.world);
+            let now = world.encode_statuses(t);
+            let changed: Vec<usize> = (0..now.len())
+                .filter(|&i| now[i].is_some() && last.get(i).is_none_or(|l| *l != now[i]))
+                .collect();
+            let bodies = changed
+                .iter()
+                .filter(|&&i| now[i].as_deref() != Some("CANCELED"))
+                .filter_map(|&i| world.callback_body(i, t))
+                .collect();
+            last = now;
+            bodies
+        };
+        let Some(url) = lock(&s.callback_url).clone() else {
+            continue;
+        };
+        for body in bodies {
+            lock(&s.callbacks).push(CallbackRecord {
+                at_ms: epoch_ms(),
+                body: body.clone(),
+            });
+            let request = http.post(&url).json(&body);
+            sending.spawn(async move {
+                let _ = request.send().await;
+            });
+        }
+    }
+    sending.abort_all();
 }
 
 /// The string signature v2 signs (SPEC §1): method, a space, the path and query exactly as

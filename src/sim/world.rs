@@ -565,6 +565,49 @@ impl World {
         )
     }
 
+    /// Each encode output's status at `t`, in a fixed order (new jobs are added at the end).
+    pub fn encode_statuses(&self, t: Duration) -> Vec<Option<String>> {
+        self.encodes
+            .iter()
+            .map(|e| e.timeline.at(t).map(|s| s.status.clone()))
+            .collect()
+    }
+
+    /// When the next scheduled encode step after `t` happens.
+    pub fn next_encode_step_after(&self, t: Duration) -> Option<Duration> {
+        self.encodes
+            .iter()
+            .flat_map(|e| e.timeline.0.iter().map(|s| s.at))
+            .filter(|at| *at > t)
+            .min()
+    }
+
+    /// The callback VOD Station would POST for encode output `index` at `t` (SPEC §10):
+    /// `filePath` is "" while WAITING, `link` the output's URL once COMPLETE and "" before,
+    /// ids are numbers when they look like numbers. `fileId` is the input's (one per
+    /// category and file) and `encodingOptionId` the output type's, both stable.
+    pub fn callback_body(&self, index: usize, t: Duration) -> Option<Value> {
+        let e = self.encodes.get(index)?;
+        let step = e.timeline.at(t)?;
+        let first_of = |same: &dyn Fn(&Encode) -> bool| self.encodes.iter().position(same).unwrap_or(index);
+        let file_id = 100_000 + first_of(&|o| o.category_id == e.category_id && o.file_path == e.file_path) as u64;
+        let option_id = 1 + first_of(&|o| o.output_type == e.output_type) as u64;
+        let waiting = step.status == "WAITING";
+        let link = if step.status == "COMPLETE" {
+            format!(
+                "https://kr.object.ncloudstorage.com/vod-sim/{}/{}",
+                e.output_type, e.file_path
+            )
+        } else {
+            String::new()
+        };
+        Some(json!({
+            "categoryId": id_value(&e.category_id), "categoryName": e.category_name, "fileId": file_id,
+            "filePath": if waiting { "" } else { e.file_path.as_str() }, "encodingOptionId": option_id,
+            "outputType": e.output_type, "link": link, "status": step.status,
+        }))
+    }
+
     /// Applies an admin state change at time `t`.
     pub fn set(&mut self, change: SetState, t: Duration) {
         let step = |status: String, percent: Option<f64>, message: Option<String>| Step {

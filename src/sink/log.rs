@@ -192,5 +192,8 @@ pub fn human_line(e: &CloudEvent) -> String {
     if let Some(w) = &e.data.watch {
         line.push_str(&format!("  ({w})"));
     }
+    if let Some(hint) = &e.data.hint {
+        line.push_str(&format!("  [via {hint}]"));
+    }
     line
 }

@@ -109,4 +109,13 @@ pub const ALL: &[&str] = &[
         report     TEXT
     );
     ",
+    // 5: small facts the daemon records for the commands that only read (`status`): when
+    // the last VOD Station callback came (SPEC §10), written at most once a second.
+    "
+    CREATE TABLE daemon_facts (
+        key        TEXT PRIMARY KEY,
+        value      TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];

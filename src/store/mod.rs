@@ -561,6 +561,26 @@ impl Store {
         }
     }
 
+    /// Records a fact about the running daemon under `key` (such as when the last callback
+    /// came), replacing the previous value.
+    pub fn set_fact(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.conn.execute(
+            "INSERT INTO daemon_facts (key, value, updated_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_ms = excluded.updated_ms",
+            params![key, value, now],
+        )?;
+        Ok(())
+    }
+
+    /// The fact recorded under `key`, if any.
+    pub fn fact(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM daemon_facts WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
     /// Up to `limit` events after `seq`, in order.
     pub fn outbox_after(&self, seq: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

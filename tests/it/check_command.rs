@@ -517,6 +517,10 @@ fn the_annotated_example_config_is_valid_and_documents_the_real_defaults() {
     assert_eq!(c.state_path, std::path::PathBuf::from(DEFAULT_STATE_PATH));
     assert_eq!(c.state_retention, DEFAULT_RETENTION);
     assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(
+        c.callbacks.as_ref().map(|cb| cb.fallback_interval),
+        Some(DEFAULT_CALLBACK_FALLBACK_INTERVAL)
+    );
     assert_eq!(c.watches.len(), 4);
 }
 

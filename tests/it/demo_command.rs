@@ -32,6 +32,10 @@ async fn the_demo_plays_the_built_in_scenario_to_its_end() {
     );
     assert!(!stdout.contains("failed:"), "no poll fails in the demo:\n{stdout}");
     assert!(
+        stdout.contains("[via callback]"),
+        "the simulator's callbacks bring encode changes before their poll:\n{stdout}"
+    );
+    assert!(
         !stdout.contains("categories/10099"),
         "the unwatched category stays out:\n{stdout}"
     );

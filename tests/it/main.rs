@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod callbacks;
 mod check_command;
 mod cli;
 mod client_against_sim;

@@ -69,7 +69,7 @@ async fn health_readiness_and_metrics_answer_and_move() {
 
 /// `promtool check metrics` on the exposition, when promtool is installed (`.ci/run`
 /// installs it from Debian's prometheus package).
-fn promtool_check(metrics: &str) {
+pub(crate) fn promtool_check(metrics: &str) {
     use std::io::Write as _;
     let Ok(mut child) = std::process::Command::new("promtool")
         .args(["check", "metrics"])
