@@ -6,6 +6,7 @@
 //! cargo bench --bench daemon -- memory [--watches 100000]
 //! cargo bench --bench daemon -- cpu    [--watches 10000] [--seconds 120]
 //! cargo bench --bench daemon -- stall  [--forgotten 2000] [--live 100] [--seconds 300]
+//! cargo bench --bench daemon -- callbacks [--encodes 60] [--seconds 240]
 //! ```
 //!
 //! `quota` runs the daemon and a naive fixed-interval poller side by side, each against its
@@ -605,6 +606,137 @@ async fn stall_bench() {
     }
 }
 
+/// One side of the callbacks bench: its simulator, its directory, its daemon.
+struct CallbackRun {
+    name: &'static str,
+    sim: Arc<SimHandle>,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+/// VOD detection latency with callbacks and with polling only, side by side: two daemons
+/// with the same quota and intervals, each on its own simulator running the same encodes,
+/// which finish at the same moments in both. The simulator of the first sends VOD
+/// Station's callbacks to its daemon; the second daemon has callbacks off.
+async fn callbacks_bench() {
+    let encodes = arg("--encodes", 60);
+    let seconds = arg("--seconds", 240);
+    let (rate, interval, discovery) = (1000u32, "15s", "1m");
+    println!(
+        "## callbacks: {encodes} running encodes finishing over {seconds} s; {rate} calls/min, \
+         interval {interval}, discovery_interval {discovery}; callbacks on (fallback_interval 5m, the default) vs polling only"
+    );
+    let mut text = String::new();
+    for i in 0..encodes {
+        text.push_str(&format!(
+            "[[vod]]\ncategory_id = \"7\"\ncategory_name = \"bench\"\nfile_path = \"f{i}.mp4\"\noutput_type = \"hls\"\nstarted_ago = \"1m\"\nencode = [{{ at = \"0s\", status = \"RUNNING\", percent = 10 }}]\n"
+        ));
+    }
+    let scenario = Scenario::parse(&text).expect("bench scenario parses");
+    let token: String = (0..32).map(|i| format!("{:02x}", (i * 37 + 11) % 256)).collect();
+    let mut runs = Vec::new();
+    for (name, callbacks) in [("callbacks", true), ("polling only", false)] {
+        let sim = start_sim_with(scenario.clone(), rate).await;
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let section = if callbacks {
+            std::fs::write(dir.path().join("token"), &token).unwrap();
+            sim.set_vod_callback_url(Some(format!("http://127.0.0.1:{port}/callbacks/vod/{token}")));
+            "[callbacks]\nvod_token_file = \"token\"\n"
+        } else {
+            ""
+        };
+        let url = sim.url();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "[api]\nmedia_url = \"{url}\"\nvod_url = \"{url}\"\nrate_limit_per_minute = {rate}\nmax_in_flight = 8\ntimeout = \"10s\"\n\
+                 [poll]\ninterval = \"{interval}\"\ndiscovery_interval = \"{discovery}\"\n[state]\npath = \"state.db\"\n\
+                 [server]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"warn\"\n{section}\
+                 [[watch.vod]]\ncategories = [\"7\"]\n"
+            ),
+        )
+        .unwrap();
+        let child = spawn_daemon(dir.path());
+        runs.push(CallbackRun { name, sim, dir, child });
+    }
+    // The first read of each daemon sees every encode running; changes start after it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let from_ms = now_ms();
+    let from = Instant::now();
+    let until = from + Duration::from_secs(seconds);
+    // Spread over the first 85% of the window, at uneven gaps, so changes fall at every
+    // phase of the poll cycle; the rest lets the last ones be seen by polling.
+    let span = Duration::from_secs(seconds).mul_f64(0.85);
+    let mut changes: Vec<(String, i64)> = Vec::new();
+    for i in 0..encodes {
+        let jitter = ((i * 7919) % 1000) as f64 / 1000.0;
+        let at = from + span.mul_f64((i as f64 + jitter) / encodes as f64);
+        tokio::time::sleep_until(at.into()).await;
+        let status = if i % 5 == 4 { "FAILURE" } else { "COMPLETE" };
+        for run in &runs {
+            run.sim.set(SetState::Vod {
+                category_id: "7".into(),
+                category_name: None,
+                file_path: format!("f{i}.mp4"),
+                output_type: "hls".into(),
+                status: status.into(),
+                percent: Some(100.0),
+                new_job: false,
+            });
+        }
+        changes.push((format!("vodstation/categories/7/files/f{i}.mp4/outputs/hls"), now_ms()));
+    }
+    tokio::time::sleep_until(until.into()).await;
+    let to_ms = now_ms();
+    for run in &mut runs {
+        stop(&mut run.child);
+    }
+    println!(
+        "| run | changes detected | mean latency | p50 | p99 | max | events with data.hint | VOD list calls/min (window) | callbacks sent | 429s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for run in &runs {
+        let store = Store::open(&run.dir.path().join("state.db")).unwrap();
+        let outbox = store.outbox_after(0, usize::MAX >> 1).unwrap();
+        let ends: HashMap<&str, (i64, bool)> = outbox
+            .iter()
+            .filter(|r| r.event_type == "vod.encode.complete" || r.event_type == "vod.encode.failure")
+            .map(|r| {
+                (
+                    r.subject.as_str(),
+                    (r.created_ms, r.body.contains("\"hint\":\"callback\"")),
+                )
+            })
+            .collect();
+        let mut lat: Vec<f64> = changes
+            .iter()
+            .filter_map(|(subject, at)| ends.get(subject.as_str()).map(|(d, _)| (*d - *at) as f64 / 1000.0))
+            .collect();
+        let hinted = ends.values().filter(|(_, h)| *h).count();
+        let found = lat.len();
+        let (mean, p50, p99) = latency_figures(&mut lat);
+        let max = lat.last().copied().unwrap_or(f64::NAN);
+        let log = run.sim.requests();
+        let list_calls = log
+            .iter()
+            .filter(|r| r.target.starts_with("/api/v2/status") && r.at_ms >= from_ms && r.at_ms < to_ms)
+            .count() as f64;
+        let minutes = (to_ms - from_ms) as f64 / 60_000.0;
+        println!(
+            "| {} | {found}/{} | {mean:.2} s | {p50:.2} s | {p99:.2} s | {max:.2} s | {hinted} | {:.1} | {} | {} |",
+            run.name,
+            changes.len(),
+            list_calls / minutes,
+            run.sim.callbacks().len(),
+            log.iter().filter(|r| r.status == 429).count()
+        );
+    }
+}
+
 /// A receiver that counts what it is sent.
 async fn counting_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -712,12 +844,13 @@ fn main() {
             "cpu" => cpu_bench().await,
             "delivery" => delivery_bench().await,
             "stall" => stall_bench().await,
+            "callbacks" => callbacks_bench().await,
             "all" => {
                 memory_bench().await;
                 cpu_bench().await;
                 quota_bench().await;
             }
-            _ => eprintln!("usage: cargo bench --bench daemon -- quota|memory|cpu|delivery|stall|all [--watches N] [--events N] [--forgotten N] [--live N] [--seconds S]"),
+            _ => eprintln!("usage: cargo bench --bench daemon -- quota|memory|cpu|delivery|stall|callbacks|all [--watches N] [--events N] [--forgotten N] [--live N] [--encodes N] [--seconds S]"),
         }
     });
 }
