@@ -224,10 +224,10 @@ async fn sink_mistakes_are_rejected() {
             "empty list delivers nothing",
         ),
         (
-            format!("{hook}format = \"teams\"\n"),
+            format!("{hook}format = \"msteams\"\n"),
             4,
             "sink.webhook[0].format",
-            "\"cloudevents\" or \"slack\"",
+            "\"cloudevents\" or \"slack\" or \"discord\" or \"teams\" or \"google_chat\"",
         ),
         (
             format!("{hook}max_attempts = 0\n"),
