@@ -347,12 +347,21 @@ impl Store {
                 supported,
             });
         }
-        for (i, sql) in migrations::ALL.iter().enumerate().skip(found as usize) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)?;
-            tx.commit()?;
+        if found == supported {
+            return Ok(());
         }
+        // Two processes may open a new store at the same moment (a daemon starting while
+        // `dead-letters list` or `status` looks): the write lock is taken first and the
+        // version read again under it, so each migration runs exactly once.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for sql in migrations::ALL.iter().skip(found.max(0) as usize) {
+            tx.execute_batch(sql)?;
+        }
+        tx.pragma_update(None, "user_version", supported)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -715,6 +724,27 @@ mod tests {
             subject: format!("s/{}", i % 3),
             body: "{}".into(),
         }
+    }
+
+    #[test]
+    fn processes_opening_a_new_store_together_migrate_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Store::open(&path).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, migrations::ALL.len() as i64);
     }
 
     #[test]
