@@ -715,16 +715,7 @@ impl Engine {
                 Ok(polled) => {
                     self.account_accepted(now, time, &mut staged);
                     if item.failing {
-                        let event = CloudEvent::watch_health(
-                            "watch.recovered",
-                            &item.target.subject(),
-                            item.target.resource_json(),
-                            item.watch.as_deref(),
-                            item.status.as_deref(),
-                            None,
-                            &self.config.instance,
-                            time,
-                        );
+                        let event = self.item_event(&item, "watch.recovered", None, time);
                         staged.events.push(event);
                     }
                     item.failures = 0;
@@ -804,16 +795,7 @@ impl Engine {
                     tracing::warn!(subject = %item.target.subject(), kind = item.target.kind(), failures = item.failures, error = %e, "poll failed");
                     if !item.failing && (item.failures >= FAILING_AFTER || e.fails_watch_at_once()) {
                         item.failing = true;
-                        let event = CloudEvent::watch_health(
-                            "watch.failing",
-                            &item.target.subject(),
-                            item.target.resource_json(),
-                            item.watch.as_deref(),
-                            item.status.as_deref(),
-                            Some(e.to_string()),
-                            &self.config.instance,
-                            time,
-                        );
+                        let event = self.item_event(&item, "watch.failing", Some(e.to_string()), time);
                         staged.events.push(event);
                     }
                     let p = &self.config.poll;
@@ -833,6 +815,20 @@ impl Engine {
             staged.items.insert(item.key.clone(), item);
         }
         self.commit(staged)
+    }
+
+    /// `watch.failing`, `watch.recovered` or `watch.stalled` about `item`.
+    fn item_event(&self, item: &Item, event_type: &str, error: Option<String>, time: DateTime<Utc>) -> CloudEvent {
+        CloudEvent::watch_health(
+            event_type,
+            &item.target.subject(),
+            item.target.resource_json(),
+            item.watch.as_deref(),
+            item.status.as_deref(),
+            error,
+            &self.config.instance,
+            time,
+        )
     }
 
     /// The account item of the key in use, as staged so far.
@@ -959,16 +955,7 @@ impl Engine {
         item.stalled = true;
         let p = &self.config.poll;
         tracing::info!(subject = %item.target.subject(), kind = item.target.kind(), status = item.status.as_deref().unwrap_or(UNKNOWN_STATUS), "no change for {}: stalled, polled every {} from now on", humantime::format_duration(p.stall_after), humantime::format_duration(p.stalled_interval));
-        let mut event = CloudEvent::watch_health(
-            "watch.stalled",
-            &item.target.subject(),
-            item.target.resource_json(),
-            item.watch.as_deref(),
-            item.status.as_deref(),
-            None,
-            &self.config.instance,
-            time,
-        );
+        let mut event = self.item_event(item, "watch.stalled", None, time);
         event.data.previous = None;
         event.data.detail = serde_json::json!({
             "unchanged_since": DateTime::<Utc>::from_timestamp_millis(unchanged_since)
