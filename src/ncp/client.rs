@@ -465,12 +465,7 @@ impl NcpClient {
     /// them back.
     fn scrub(&self, result: Result<Value, ApiError>) -> Result<Value, ApiError> {
         result.map_err(|mut e| {
-            let keys = [self.access_key.expose(), self.secret_key.expose()];
-            let clean = |s: &mut String| {
-                for k in keys.iter().filter(|k| !k.is_empty()) {
-                    *s = s.replace(*k, "<redacted>");
-                }
-            };
+            let clean = |s: &mut String| *s = self.scrub_text(s);
             match &mut e {
                 ApiError::AuthRefused { message, .. }
                 | ApiError::BadRequest { message, .. }
