@@ -104,7 +104,7 @@ fn write_config(dir: &Path, sim_url: &str, rate: u32, poll: &str, extra: &str) {
 
 /// Adds dynamic watches (as `register --watch` does) of the assets `asset_id(i)`.
 fn add_watches(dir: &Path, ids: std::ops::Range<u64>, analysis: bool) {
-    let mut store = Store::open(&dir.join("state.db")).unwrap();
+    let mut store = Store::open(&ncp_watchd::config::StateConfig::sqlite(dir.join("state.db"))).unwrap();
     let watches: Vec<DynamicWatch> = ids
         .map(|i| DynamicWatch {
             id: 0,
@@ -302,7 +302,7 @@ async fn quota_bench() {
     stop(&mut child);
     let naive_detected = naive.await.unwrap();
 
-    let store = Store::open(&dir.path().join("state.db")).unwrap();
+    let store = Store::open(&ncp_watchd::config::StateConfig::sqlite(dir.path().join("state.db"))).unwrap();
     let committed: HashMap<String, i64> = store
         .outbox_after(0, usize::MAX >> 1)
         .unwrap()
@@ -504,7 +504,7 @@ async fn stall_bench() {
     let spacing = Duration::from_secs(seconds).mul_f64(0.4) / live.max(1) as u32;
     let mut stores: Vec<Store> = runs
         .iter()
-        .map(|r| Store::open(&r.dir.path().join("state.db")).unwrap())
+        .map(|r| Store::open(&ncp_watchd::config::StateConfig::sqlite(r.dir.path().join("state.db"))).unwrap())
         .collect();
     let mut pending: Vec<(Instant, String)> = Vec::new();
     let mut changes: Vec<(String, i64)> = Vec::new();
@@ -571,7 +571,10 @@ async fn stall_bench() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for run in &runs {
-        let store = Store::open(&run.dir.path().join("state.db")).unwrap();
+        let store = Store::open(&ncp_watchd::config::StateConfig::sqlite(
+            run.dir.path().join("state.db"),
+        ))
+        .unwrap();
         let outbox = store.outbox_after(0, usize::MAX >> 1).unwrap();
         let stalled = outbox.iter().filter(|r| r.event_type == "watch.stalled").count();
         let completed: HashMap<&str, i64> = outbox
@@ -700,7 +703,10 @@ async fn callbacks_bench() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for run in &runs {
-        let store = Store::open(&run.dir.path().join("state.db")).unwrap();
+        let store = Store::open(&ncp_watchd::config::StateConfig::sqlite(
+            run.dir.path().join("state.db"),
+        ))
+        .unwrap();
         let outbox = store.outbox_after(0, usize::MAX >> 1).unwrap();
         let ends: HashMap<&str, (i64, bool)> = outbox
             .iter()
@@ -770,7 +776,7 @@ async fn delivery_bench() {
     // The backlog: events already committed, and the sink's cursor before all of them.
     let filled = Instant::now();
     {
-        let mut store = Store::open(&dir.path().join("state.db")).unwrap();
+        let mut store = Store::open(&ncp_watchd::config::StateConfig::sqlite(dir.path().join("state.db"))).unwrap();
         let mut batch = Vec::with_capacity(10_000);
         for i in 0..pending {
             let id = uuid::Uuid::now_v7().to_string();
@@ -789,7 +795,8 @@ async fn delivery_bench() {
             }
         }
         store.commit(&[], &[], &batch).unwrap();
-        let mut progress = Store::open_for_progress(&dir.path().join("state.db")).unwrap();
+        let mut progress =
+            Store::open_for_progress(&ncp_watchd::config::StateConfig::sqlite(dir.path().join("state.db"))).unwrap();
         progress.set_cursor_at("webhook:bench", 0).unwrap();
     }
     println!("(filled the outbox in {:.1} s)", filled.elapsed().as_secs_f64());

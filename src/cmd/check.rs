@@ -181,7 +181,7 @@ pub fn summary(config: &Config, credentials: Option<&Credentials>) -> String {
             let _ = writeln!(s, "callbacks: off (encodes are seen by polling only)");
         }
     }
-    let _ = writeln!(s, "state: {}", config.state_path.display());
+    let _ = writeln!(s, "state: {}", config.state);
     let _ = writeln!(s, "server: http://{}", config.listen);
     s
 }

@@ -16,13 +16,13 @@ use super::{Failure, load_config};
 )]
 pub async fn run(args: &DeadLetterArgs) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
-    if !config.state_path.exists() {
+    if !Store::exists(&config.state) {
         return Err(Failure::Runtime(format!(
             "no state yet at {}: nothing was ever delivered",
-            config.state_path.display()
+            config.state
         )));
     }
-    let mut store = Store::open(&config.state_path).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let mut store = Store::open(&config.state).map_err(|e| Failure::Runtime(e.to_string()))?;
     match &args.action {
         DeadLetterAction::List { json } => {
             let mut letters = store.dead_letters(None).map_err(|e| Failure::Runtime(e.to_string()))?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{CallbackTokenSource, CallbacksConfig, Config, CredentialSource, Credentials, Secret};
+use crate::config::{CallbackTokenSource, CallbacksConfig, Config, CredentialSource, Credentials, Secret, StateConfig};
 use crate::daemon;
 use crate::sim::{Scenario, SimConfig, SimHandle};
 use crate::sink::log::{LineFormat, LogSinkSpec};
@@ -66,7 +66,9 @@ pub async fn run() -> Result<(), Failure> {
     let url: url::Url = sim.url().parse().expect("the simulator's URL parses");
     config.api.media_url = url.clone();
     config.api.vod_url = url;
-    config.state_path = state_dir.join("state.db");
+    config.state = StateConfig::Sqlite {
+        path: state_dir.join("state.db"),
+    };
     // The demo prints readable lines instead of the config's JSON log sink.
     config.sinks.logs.clear();
     let printer = LogSinkSpec {
@@ -83,7 +85,7 @@ pub async fn run() -> Result<(), Failure> {
     let _ = std::io::stdout().flush();
     let shutdown = CancellationToken::new();
     let (_reloads, reload_rx) = mpsc::unbounded_channel();
-    let state_path = config.state_path.clone();
+    let state = config.state.clone();
     let settle = config.poll.discovery_interval + config.poll.interval;
     let daemon = tokio::spawn(daemon::run(
         config,
@@ -108,9 +110,7 @@ pub async fn run() -> Result<(), Failure> {
             continue;
         }
         let since = *done_since.get_or_insert_with(tokio::time::Instant::now);
-        let pending = Store::open(&state_path)
-            .and_then(|s| s.pending_items())
-            .unwrap_or(i64::MAX);
+        let pending = Store::open(&state).and_then(|s| s.pending_items()).unwrap_or(i64::MAX);
         if pending == 0 && since.elapsed() >= settle {
             break;
         }
@@ -118,10 +118,10 @@ pub async fn run() -> Result<(), Failure> {
     shutdown.cancel();
     let outcome = daemon.await;
     let (events, calls) = (
-        Store::open(&state_path).and_then(|s| s.outbox_len()).unwrap_or(0),
+        Store::open(&state).and_then(|s| s.outbox_len()).unwrap_or(0),
         sim.requests().len(),
     );
-    let hinted = Store::open(&state_path)
+    let hinted = Store::open(&state)
         .and_then(|s| s.outbox_after(0, 100_000))
         .map(|rows| rows.iter().filter(|r| r.body.contains("\"hint\":\"callback\"")).count())
         .unwrap_or(0);

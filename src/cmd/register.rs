@@ -12,7 +12,7 @@ pub async fn run(args: &RegisterArgs) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
     // Open the store before registering, so a store problem cannot leave an unwatched asset.
     let mut store = match args.watch {
-        true => Some(Store::open(&config.state_path).map_err(|e| Failure::Runtime(e.to_string()))?),
+        true => Some(Store::open(&config.state).map_err(|e| Failure::Runtime(e.to_string()))?),
         false => None,
     };
     let credentials = resolve_credentials(&config.credentials).map_err(|e| Failure::Config(format!("error: {e}")))?;

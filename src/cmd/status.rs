@@ -16,13 +16,13 @@ use super::{Failure, load_config};
 )]
 pub async fn run(args: &StatusArgs) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
-    if !config.state_path.exists() {
+    if !Store::exists(&config.state) {
         return Err(Failure::Runtime(format!(
             "no state yet at {}: run `ncp-watchd once` or start the daemon first",
-            config.state_path.display()
+            config.state
         )));
     }
-    let store = Store::open_read_only(&config.state_path).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let store = Store::open_read_only(&config.state).map_err(|e| Failure::Runtime(e.to_string()))?;
     let items = store.items().map_err(|e| Failure::Runtime(e.to_string()))?;
     let now = chrono::Utc::now().timestamp_millis();
     let sinks = store.sink_summaries().map_err(|e| Failure::Runtime(e.to_string()))?;

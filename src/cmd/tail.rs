@@ -19,13 +19,13 @@ const BATCH: usize = 500;
 /// Prints matching events, one CloudEvent JSON line each, until interrupted.
 pub async fn run(args: &TailArgs) -> Result<(), Failure> {
     let config = load_config(&args.config)?;
-    if !config.state_path.exists() {
+    if !Store::exists(&config.state) {
         return Err(Failure::Runtime(format!(
             "no state yet at {}: start the daemon (or run `ncp-watchd once`) first",
-            config.state_path.display()
+            config.state
         )));
     }
-    let store = Store::open_read_only(&config.state_path).map_err(|e| Failure::Runtime(e.to_string()))?;
+    let store = Store::open_read_only(&config.state).map_err(|e| Failure::Runtime(e.to_string()))?;
     let runtime = |e: crate::store::StoreError| Failure::Runtime(e.to_string());
     let mut seq = match args.since {
         Some(since) => {

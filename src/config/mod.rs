@@ -21,7 +21,7 @@ use std::time::Duration;
 
 pub use credentials::{CredentialError, CredentialSource, Credentials, resolve_credentials};
 pub use diag::{Diagnostic, Diagnostics, MAX_PROBLEMS, MORE_PROBLEMS_NOTE};
-pub use secret::Secret;
+pub use secret::{Secret, SecretSource};
 pub use validate::{CallbackTokenSource, WebhookSecretSource, is_object_key, is_positive_integer, is_workspace_name};
 
 /// Where the config file is read from when neither `-c` nor `$NCP_WATCHD_CONFIG` is given.
@@ -100,8 +100,8 @@ pub struct Config {
     pub watches: Watches,
     /// Where events go.
     pub sinks: Sinks,
-    /// The state store file.
-    pub state_path: PathBuf,
+    /// Where state lives: an SQLite file or a PostgreSQL database.
+    pub state: StateConfig,
     /// How long events every sink has passed stay in the outbox.
     pub state_retention: Duration,
     /// Address of the health and metrics server.
@@ -110,6 +110,57 @@ pub struct Config {
     pub callbacks: Option<CallbacksConfig>,
     /// The daemon's own logging.
     pub log: LogConfig,
+}
+
+/// `[state]`: exactly one of `path` (SQLite) and `url` (PostgreSQL, SPEC §9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateConfig {
+    /// One SQLite file, written by one process.
+    Sqlite {
+        /// The file, resolved (against `$STATE_DIRECTORY` or the config's directory).
+        path: PathBuf,
+    },
+    /// A PostgreSQL database that replicas share.
+    Postgres(PostgresConfig),
+}
+
+impl StateConfig {
+    /// An SQLite store at `path`.
+    pub fn sqlite(path: impl Into<PathBuf>) -> Self {
+        Self::Sqlite { path: path.into() }
+    }
+
+    /// The SQLite file, when the store is one.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Self::Sqlite { path } => Some(path),
+            Self::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StateConfig {
+    /// The store as an operator names it, with nothing secret in it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite { path } => write!(f, "{}", path.display()),
+            Self::Postgres(pg) => match crate::store::postgres::parse_url(&pg.url, &pg.base_dir) {
+                Ok(spec) => f.write_str(&spec.display),
+                Err(_) => f.write_str("postgres://(invalid [state] url)"),
+            },
+        }
+    }
+}
+
+/// `[state] url` and its password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// `postgres://USER@HOST:PORT/DB?sslmode=…`, checked to hold no password.
+    pub url: String,
+    /// Where the password is read from; `None` when the server needs none (trust, peer).
+    pub password: Option<SecretSource>,
+    /// The config's directory, against which a relative `sslrootcert` resolves.
+    pub base_dir: PathBuf,
 }
 
 /// `[callbacks]` (SPEC §10): VOD Station's callbacks, taken as hints that make the VOD list

@@ -177,6 +177,12 @@ pub struct RawLogSink {
 pub struct RawState {
     /// SQLite database file.
     pub path: Field<String>,
+    /// PostgreSQL URL, instead of `path` (SPEC §9).
+    pub url: Field<String>,
+    /// File holding the PostgreSQL password.
+    pub password_file: Field<String>,
+    /// Environment variable holding the PostgreSQL password.
+    pub password_env: Field<String>,
     /// How long delivered events stay in the outbox before they are pruned.
     pub retention: Field<String>,
 }

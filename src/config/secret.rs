@@ -62,6 +62,58 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Where a secret is read from: a file or an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file, path already resolved (against `$CREDENTIALS_DIRECTORY` or the config's directory).
+    File(std::path::PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+/// A secret file larger than this is not a secret but a mistake (a log, a binary).
+const MAX_SECRET_FILE_BYTES: u64 = 4096;
+
+impl SecretSource {
+    /// Reads the value, trimmed of surrounding white space. Errors name `what` and the
+    /// source, never the value.
+    pub fn read(&self, what: &str) -> Result<Secret, String> {
+        let value = match self {
+            Self::File(p) => {
+                use std::io::Read as _;
+                let mut text = String::new();
+                std::fs::File::open(p)
+                    .and_then(|f| f.take(MAX_SECRET_FILE_BYTES + 1).read_to_string(&mut text))
+                    .map_err(|e| format!("cannot read {what} from the file {}: {e}", p.display()))?;
+                if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+                    return Err(format!(
+                        "the file {} is larger than {MAX_SECRET_FILE_BYTES} bytes: it does not hold {what}",
+                        p.display()
+                    ));
+                }
+                text
+            }
+            Self::Env(var) => {
+                std::env::var(var).map_err(|_| format!("{what}: environment variable {var} is not set"))?
+            }
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(format!("{what} from {self} is empty"));
+        }
+        Ok(Secret::new(value))
+    }
+}
+
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "file {}", p.display()),
+            Self::Env(v) => write!(f, "environment variable {v}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Secret;

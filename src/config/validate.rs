@@ -130,17 +130,7 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
     }
     let sinks = sinks(&raw, base_dir, d);
 
-    let state_path = match &raw.state.path {
-        Some(v) => match non_empty(d, "state.path", v) {
-            Some(p) => {
-                let path = resolve_state_path(Path::new(&p), base_dir);
-                writable_file(d, "state.path", v.span(), &path, "the state store", "state.db");
-                path
-            }
-            None => PathBuf::from(DEFAULT_STATE_PATH),
-        },
-        None => PathBuf::from(DEFAULT_STATE_PATH),
-    };
+    let state = state(d, &raw.state, base_dir);
 
     let listen = match &raw.server.listen {
         Some(v) => v.get_ref().parse().unwrap_or_else(|_| {
@@ -178,7 +168,7 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
         poll,
         watches,
         sinks,
-        state_path,
+        state,
         state_retention: duration(d, "state.retention", &raw.state.retention, DEFAULT_RETENTION),
         listen,
         callbacks,
@@ -375,6 +365,70 @@ fn secret_path(path: &Path, base_dir: &Path) -> PathBuf {
     match std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
         Some(dir) => PathBuf::from(dir).join(path),
         None => base_dir.join(path),
+    }
+}
+
+/// `[state]`: exactly one of `path` and `url`; a password source only with `url`.
+fn state(d: &mut Collector, raw: &RawState, base_dir: &Path) -> StateConfig {
+    let password = match (&raw.password_file, &raw.password_env) {
+        (Some(_), Some(env)) => {
+            d.push(
+                env.span(),
+                "state.password_env",
+                "set either `password_file` or `password_env`, not both",
+            );
+            None
+        }
+        (Some(f), None) => {
+            non_empty(d, "state.password_file", f).map(|p| SecretSource::File(secret_path(Path::new(&p), base_dir)))
+        }
+        (None, Some(e)) => non_empty(d, "state.password_env", e).map(SecretSource::Env),
+        (None, None) => None,
+    };
+    match (&raw.path, &raw.url) {
+        (Some(_), Some(url)) => {
+            d.push(
+                url.span(),
+                "state.url",
+                "set either `path` (SQLite) or `url` (PostgreSQL), not both",
+            );
+            StateConfig::Sqlite {
+                path: PathBuf::from(DEFAULT_STATE_PATH),
+            }
+        }
+        (None, Some(url)) => {
+            if let Some(text) = non_empty(d, "state.url", url)
+                && let Err(reason) = crate::store::postgres::parse_url(&text, base_dir)
+            {
+                d.push(url.span(), "state.url", reason);
+            }
+            StateConfig::Postgres(PostgresConfig {
+                url: url.get_ref().clone(),
+                password,
+                base_dir: base_dir.to_path_buf(),
+            })
+        }
+        (path, None) => {
+            if let Some(p) = raw.password_file.as_ref().or(raw.password_env.as_ref()) {
+                d.push(
+                    p.span(),
+                    "state.password_file",
+                    "a password is only for a PostgreSQL store: set [state] url, or remove it",
+                );
+            }
+            let path = match path {
+                Some(v) => match non_empty(d, "state.path", v) {
+                    Some(p) => {
+                        let path = resolve_state_path(Path::new(&p), base_dir);
+                        writable_file(d, "state.path", v.span(), &path, "the state store", "state.db");
+                        path
+                    }
+                    None => PathBuf::from(DEFAULT_STATE_PATH),
+                },
+                None => PathBuf::from(DEFAULT_STATE_PATH),
+            };
+            StateConfig::Sqlite { path }
+        }
     }
 }
 

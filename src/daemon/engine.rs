@@ -354,7 +354,7 @@ impl Engine {
         // Sized once: growing a 100,000-entry table doubles it in memory while it rehashes.
         let mut items = HashMap::with_capacity(store.item_count()? as usize);
         let mut interner = Interner::default();
-        store.for_each_item(|row| {
+        store.for_each_item(&mut |row| {
             let key = row.key.clone();
             match Item::from_row(row, &mut interner) {
                 Some(item) => {
@@ -408,11 +408,6 @@ impl Engine {
         self.items.values()
     }
 
-    /// The store (for sinks that share the process).
-    pub fn store_path(&self) -> std::path::PathBuf {
-        self.store.path().to_path_buf()
-    }
-
     /// Applies a new configuration: watches added start now, watches removed stop (their
     /// state is kept, so re-adding one does not re-announce it), and everything else keeps
     /// its state and due time.
@@ -427,7 +422,7 @@ impl Engine {
             self.want(w, Origin::Config, now, &mut changed, &mut wanted_keys);
         }
         let mut dynamic_seen = self.dynamic_seen;
-        self.store.for_each_dynamic_watch(|d| {
+        self.store.for_each_dynamic_watch(&mut |d| {
             dynamic_seen = dynamic_seen.max(d.id);
             self.want(dynamic_wanted(&d), Origin::Dynamic, now, &mut changed, &mut wanted_keys);
         })?;

@@ -17,13 +17,14 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::callbacks::{CallbackGate, LAST_CALLBACK_FACT};
+use crate::config::StateConfig;
 use crate::config::{Config, Credentials, LogSink};
 use crate::event::CloudEvent;
 use crate::ncp::{ApiError, NcpClient};
 use crate::server::{self, Health, notify};
 use crate::sink::log::{self, LineFormat, LogSinkSpec};
 use crate::sink::webhook::{self, WebhookSpec};
-use crate::store::{Store, StoreError, StoreLock};
+use crate::store::{Store, StoreError, WriterLock};
 use engine::{Engine, PollResult, PollWindow, now_ms, poll};
 
 /// The whole stop, from SIGTERM to exit, takes at most this long (the promise of SPEC §6,
@@ -62,10 +63,10 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     /// A running daemon did not finish the round `once` asked of it in time.
-    #[error("the daemon{} running on this store did not finish the round within {}; it may be far behind its quota: see `ncp-watchd status`", pid.map(|p| format!(" (pid {p})")).unwrap_or_default(), humantime::format_duration(*waited))]
+    #[error("the daemon{} running on this store did not finish the round within {}; it may be far behind its quota: see `ncp-watchd status`", holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default(), humantime::format_duration(*waited))]
     RoundTimeout {
-        /// The daemon's pid, when known.
-        pid: Option<u32>,
+        /// Who the daemon is (`pid 123`), when known.
+        holder: Option<String>,
         /// How long `once` waited.
         waited: Duration,
     },
@@ -146,14 +147,14 @@ struct Sinks {
 fn start_sinks(
     specs: Vec<LogSinkSpec>,
     webhooks: Vec<WebhookSpec>,
-    store_path: &std::path::Path,
+    state: &StateConfig,
     wake: &watch::Sender<u64>,
     tracker: &TaskTracker,
 ) -> Sinks {
     let stop = CancellationToken::new();
     // Each sink's cursor exists before the next poll commits anything: a new sink starts
     // at this moment's end of the outbox, not at whatever its task finds when it first runs.
-    match Store::open_for_progress(store_path) {
+    match Store::open_for_progress(state) {
         Ok(mut store) => {
             let names = specs
                 .iter()
@@ -169,16 +170,11 @@ fn start_sinks(
     }
     for spec in specs {
         tracing::info!(sink = %spec.name, output = %spec.path.as_ref().map_or("stdout".to_string(), |p| p.display().to_string()), "log sink started");
-        tracker.spawn(log::run(spec, store_path.to_path_buf(), wake.subscribe(), stop.clone()));
+        tracker.spawn(log::run(spec, state.clone(), wake.subscribe(), stop.clone()));
     }
     for spec in webhooks {
         tracing::info!(sink = %spec.sink.name, receiver = %spec.sink.url_display, "webhook sink started");
-        tracker.spawn(webhook::run(
-            spec,
-            store_path.to_path_buf(),
-            wake.subscribe(),
-            stop.clone(),
-        ));
+        tracker.spawn(webhook::run(spec, state.clone(), wake.subscribe(), stop.clone()));
     }
     Sinks { stop }
 }
@@ -208,9 +204,9 @@ pub async fn run(
     let callbacks = CallbackGate::new();
     configure_callbacks(&callbacks, &config)?;
     // One writer per store, for the daemon's whole life (the kernel drops it on any exit).
-    let _lock = StoreLock::acquire(&config.state_path).map_err(StoreError::from)?;
-    let store = Store::open(&config.state_path)?;
-    let store_path = store.path().to_path_buf();
+    let _lock = WriterLock::acquire(&config.state)?;
+    let store = Store::open(&config.state)?;
+    let state = config.state.clone();
     let mut engine = Engine::open(config, store)?;
     let mut credentials = credentials;
     engine.set_account(credentials.access_key.expose());
@@ -222,7 +218,7 @@ pub async fn run(
     let mut sinks = start_sinks(
         sink_specs(engine.config(), &extra_sinks),
         webhooks,
-        &store_path,
+        &state,
         &wake,
         &tracker,
     );
@@ -262,14 +258,14 @@ pub async fn run(
     let mut gauges_at = tokio::time::Instant::now();
     // The first prune comes a minute in, off the busy start.
     let mut pruned_at = tokio::time::Instant::now();
-    let mut gauge_store = Store::open_for_progress(&store_path).ok();
+    let mut gauge_store = Store::open_for_progress(&state).ok();
     let (results_tx, mut results) = mpsc::channel::<PollResult>(1024);
     let mut dynamic_check = tokio::time::interval(DYNAMIC_WATCH_CHECK);
     let mut rounds = Rounds::default();
     tracing::info!(
         pid = std::process::id(),
         items = engine.items().count(),
-        state = %store_path.display(),
+        state = %state,
         "ncp-watchd running"
     );
 
@@ -360,7 +356,7 @@ pub async fn run(
                     continue;
                 }
                 // A reload resumes sinks paused by a 410 Gone.
-                if let Err(e) = Store::open_for_progress(&store_path).and_then(|mut s| s.clear_sink_pauses()) {
+                if let Err(e) = Store::open_for_progress(&state).and_then(|mut s| s.clear_sink_pauses()) {
                     tracing::warn!(error = %e, "cannot lift sink pauses");
                 }
                 match engine.reconcile(new_config) {
@@ -383,7 +379,7 @@ pub async fn run(
                         }
                         if sinks_changed {
                             sinks.stop.cancel();
-                            sinks = start_sinks(sink_specs(engine.config(), &extra_sinks), webhooks, &store_path, &wake, &tracker);
+                            sinks = start_sinks(sink_specs(engine.config(), &extra_sinks), webhooks, &state, &wake, &tracker);
                         }
                         tracing::info!(items = engine.items().filter(|i| i.active).count(), "configuration reloaded");
                     }
@@ -768,13 +764,15 @@ pub struct OnceReport {
 )]
 pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport, DaemonError> {
     let webhooks = webhook_specs(&config)?;
-    let _lock = match StoreLock::acquire(&config.state_path) {
+    let _lock = match WriterLock::acquire(&config.state) {
         Ok(lock) => lock,
-        Err(crate::store::LockError::Held { holder, .. }) => return once_through_daemon(&config, holder).await,
-        Err(e) => return Err(StoreError::from(e).into()),
+        Err(StoreError::Locked(crate::store::LockError::Held { holder, .. })) => {
+            return once_through_daemon(&config, holder).await;
+        }
+        Err(e) => return Err(e.into()),
     };
-    let store = Store::open(&config.state_path)?;
-    let store_path = store.path().to_path_buf();
+    let store = Store::open(&config.state)?;
+    let state = config.state.clone();
     let mut engine = Engine::open(config, store)?;
     let client = NcpClient::new(&engine.config().api, &credentials)
         .map_err(DaemonError::Client)?
@@ -783,7 +781,7 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
     engine.schedule_all_now();
     // Cursors first, so a sink configured since the last run gets this run's events.
     let specs = sink_specs(engine.config(), &[]);
-    let mut progress = Store::open_for_progress(&store_path)?;
+    let mut progress = Store::open_for_progress(&state)?;
     for spec in &specs {
         progress.cursor(&log::cursor_name(&spec.name))?;
     }
@@ -826,7 +824,7 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
     shown.finish();
     report.stdout_sink = specs.iter().any(|s| s.path.is_none());
     for spec in &webhooks {
-        let delivered = webhook::deliver_pending(spec, &store_path).await?;
+        let delivered = webhook::deliver_pending(spec, &state).await?;
         if delivered.failed > 0 {
             report.delivery_failures.push(format!(
                 "sink.webhook `{}`: {} delivery attempts to {} failed; they are retried on the next run",
@@ -847,14 +845,14 @@ const ROUND_WAIT_MIN: Duration = Duration::from_secs(60);
 
 /// `once` beside a running daemon: asks it for a round, waits until the round is done,
 /// and reports what it committed. The daemon's sinks deliver those events.
-async fn once_through_daemon(config: &Config, holder: Option<u32>) -> Result<OnceReport, DaemonError> {
-    let mut store = Store::open_for_progress(&config.state_path)?;
+async fn once_through_daemon(config: &Config, holder: Option<String>) -> Result<OnceReport, DaemonError> {
+    let mut store = Store::open_for_progress(&config.state)?;
     let items = store.pending_items()?.max(0) as u64;
     let per_minute = u64::from(config.api.rate_limit_per_minute.max(1));
     let wait = ROUND_WAIT_MIN + Duration::from_secs(items.saturating_mul(2 * 60) / per_minute);
     let id = store.request_round()?;
     tracing::info!(
-        daemon = holder.map_or("unknown".to_string(), |p| p.to_string()),
+        daemon = holder.as_deref().unwrap_or("unknown"),
         round = id,
         "a daemon is running on this store: asking it for a round instead of polling alongside it"
     );
@@ -864,10 +862,7 @@ async fn once_through_daemon(config: &Config, holder: Option<u32>) -> Result<Onc
             break report;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(DaemonError::RoundTimeout {
-                pid: holder,
-                waited: wait,
-            });
+            return Err(DaemonError::RoundTimeout { holder, waited: wait });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::selects;
+use crate::config::StateConfig;
 use crate::event::CloudEvent;
 use crate::store::{OutboxRow, Store, StoreError};
 
@@ -140,11 +141,11 @@ type Open = (Store, Box<dyn Write + Send>);
     clippy::expect_used,
     reason = "each expect here states an invariant of our own types, never of input"
 )]
-pub async fn run(spec: LogSinkSpec, store_path: PathBuf, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
+pub async fn run(spec: LogSinkSpec, store: StateConfig, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
     let state: Arc<std::sync::Mutex<Option<Open>>> = Arc::default();
     let spec = Arc::new(spec);
     loop {
-        let (state, spec2, path) = (state.clone(), spec.clone(), store_path.clone());
+        let (state, spec2, path) = (state.clone(), spec.clone(), store.clone());
         let result = tokio::task::spawn_blocking(move || -> Result<(), SinkError> {
             let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
             if guard.is_none() {

@@ -17,7 +17,6 @@
 //! of the URL ([`UrlScrubber`]) before it is logged or stored.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::encode::{CLOUDEVENTS_JSON, chat_body, render_template, signature};
 use super::selects;
-use crate::config::{Secret, WebhookFormat, WebhookSink};
+use crate::config::{Secret, StateConfig, WebhookFormat, WebhookSink};
 use crate::event::CloudEvent;
 use crate::schedule::backoff;
 use crate::store::{DeadLetter, OutboxRow, Outcome, RetryState, Store, StoreError};
@@ -366,17 +365,17 @@ pub struct Delivered {
 
 /// Delivers what is committed until nothing more can be sent now (every remaining event is
 /// waiting for a retry), for `once`.
-pub async fn deliver_pending(spec: &WebhookSpec, store_path: &std::path::Path) -> Result<Delivered, StoreError> {
+pub async fn deliver_pending(spec: &WebhookSpec, state: &StateConfig) -> Result<Delivered, StoreError> {
     let (_tx, mut wake) = watch::channel(0u64);
-    deliver(spec, store_path, &mut wake, &CancellationToken::new(), true).await
+    deliver(spec, state, &mut wake, &CancellationToken::new(), true).await
 }
 
 /// Runs the sink until `shutdown`.
-pub async fn run(spec: WebhookSpec, store_path: PathBuf, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
+pub async fn run(spec: WebhookSpec, state: StateConfig, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
     let name = spec.sink.name.clone();
     let host = spec.sink.url_display.clone();
     loop {
-        match deliver_until_stopped(&spec, &store_path, &mut wake, &shutdown).await {
+        match deliver_until_stopped(&spec, &state, &mut wake, &shutdown).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::error!(sink = %name, receiver = %host, error = %e, "webhook sink failed; restarting it");
@@ -391,11 +390,11 @@ pub async fn run(spec: WebhookSpec, store_path: PathBuf, mut wake: watch::Receiv
 
 async fn deliver_until_stopped(
     spec: &WebhookSpec,
-    store_path: &std::path::Path,
+    state: &StateConfig,
     wake: &mut watch::Receiver<u64>,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
-    deliver(spec, store_path, wake, shutdown, false)
+    deliver(spec, state, wake, shutdown, false)
         .await
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -407,14 +406,14 @@ async fn deliver_until_stopped(
 )]
 async fn deliver(
     spec: &WebhookSpec,
-    store_path: &std::path::Path,
+    state: &StateConfig,
     wake: &mut watch::Receiver<u64>,
     shutdown: &CancellationToken,
     until_idle: bool,
 ) -> Result<Delivered, StoreError> {
     let s = &spec.sink;
     let sink = s.name.as_str();
-    let mut store = Store::open_for_progress(store_path)?;
+    let mut store = Store::open_for_progress(state)?;
     let cursor_name = spec.cursor_name();
     let mut cursor = store.cursor(&cursor_name)?;
     let (mut done_past_cursor, mut retries) = store.webhook_progress(sink, cursor)?;

@@ -100,7 +100,7 @@ async fn wait_list_read_committed(daemon: &Daemon, after_ms: i64) {
     let path = daemon.dir.join("state.db");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let read = Store::open_read_only(&path)
+        let read = Store::open_read_only(&ncp_watchd::config::StateConfig::sqlite(&path))
             .and_then(|s| s.items())
             .ok()
             .and_then(|items| items.into_iter().find(|i| i.kind == "vod_list"))
@@ -119,7 +119,7 @@ async fn wait_list_read_committed(daemon: &Daemon, after_ms: i64) {
 
 /// The committed events (the outbox), as the store holds them.
 fn outbox(daemon: &Daemon) -> Vec<Value> {
-    let store = Store::open_read_only(&daemon.dir.join("state.db")).unwrap();
+    let store = Store::open_read_only(&ncp_watchd::config::StateConfig::sqlite(daemon.dir.join("state.db"))).unwrap();
     store
         .outbox_after(0, 10_000)
         .unwrap()

@@ -514,7 +514,7 @@ fn the_annotated_example_config_is_valid_and_documents_the_real_defaults() {
         (hook.retry_initial, hook.retry_max),
         (DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX)
     );
-    assert_eq!(c.state_path, std::path::PathBuf::from(DEFAULT_STATE_PATH));
+    assert_eq!(c.state, ncp_watchd::config::StateConfig::sqlite(DEFAULT_STATE_PATH));
     assert_eq!(c.state_retention, DEFAULT_RETENTION);
     assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
     assert_eq!(

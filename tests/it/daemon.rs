@@ -472,7 +472,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_fli
     );
 
     // The outbox: per subject, a chain from first sight to COMPLETED, each link once.
-    let store = ncp_watchd::store::Store::open(&dir.join("state.db")).unwrap();
+    let store = ncp_watchd::store::Store::open(&ncp_watchd::config::StateConfig::sqlite(dir.join("state.db"))).unwrap();
     let outbox = store.outbox_after(0, 1_000_000).unwrap();
     let events: Vec<Value> = outbox.iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect();
     for s in &subjects {

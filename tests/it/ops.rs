@@ -240,5 +240,8 @@ fn the_container_files_agree_with_the_unit_and_the_cli() {
     let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/container/config.toml"));
     let c = ncp_watchd::config::Config::load(path).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.listen.port(), 9464);
-    assert_eq!(c.state_path, std::path::PathBuf::from("/var/lib/ncp-watchd/state.db"));
+    assert_eq!(
+        c.state,
+        ncp_watchd::config::StateConfig::sqlite("/var/lib/ncp-watchd/state.db")
+    );
 }

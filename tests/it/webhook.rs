@@ -266,7 +266,8 @@ async fn sigkill_during_deliveries_loses_nothing_and_repeats_only_what_was_in_fl
         .await;
     let events = read_events(&dir.join("events.jsonl"));
     let outbox_ids: std::collections::HashSet<String> = {
-        let store = ncp_watchd::store::Store::open(&dir.join("state.db")).unwrap();
+        let store =
+            ncp_watchd::store::Store::open(&ncp_watchd::config::StateConfig::sqlite(dir.join("state.db"))).unwrap();
         store
             .outbox_after(0, 100_000)
             .unwrap()
@@ -713,7 +714,8 @@ async fn when_more_subjects_are_due_than_may_go_at_once_the_oldest_events_go_fir
     got.sort_by_key(|r| r.arrived);
     let first: std::collections::BTreeSet<String> =
         got.iter().take(16).map(crate::receiver::Received::webhook_id).collect();
-    let store = ncp_watchd::store::Store::open(&tmp.path().join("state.db")).unwrap();
+    let store =
+        ncp_watchd::store::Store::open(&ncp_watchd::config::StateConfig::sqlite(tmp.path().join("state.db"))).unwrap();
     let oldest: std::collections::BTreeSet<String> = store
         .outbox_after(0, 100_000)
         .unwrap()

@@ -21,15 +21,14 @@ pub fn lock_path(db: &Path) -> PathBuf {
 pub enum LockError {
     /// Another process holds it.
     #[error(
-        "another ncp-watchd{} is already running on the state store {}; stop it first, or give this one its own [state] path",
-        holder.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-        db.display()
+        "another ncp-watchd{} is already running on the state store {store}; stop it first, or give this one its own [state]",
+        holder.as_ref().map(|h| format!(" ({h})")).unwrap_or_default()
     )]
     Held {
-        /// The database.
-        db: PathBuf,
-        /// The pid the holder wrote, when readable.
-        holder: Option<u32>,
+        /// The store: the database file, or the PostgreSQL server.
+        store: String,
+        /// Who holds it, when known: `pid 123`, or `pid 123 on host-a` on PostgreSQL.
+        holder: Option<String>,
     },
     /// The lock file could not be opened.
     #[error("cannot open the lock file {}: {source}; check [state] path and its directory's permissions", path.display())]
@@ -73,8 +72,8 @@ impl StoreLock {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(LockError::Held {
-                    db: db.to_path_buf(),
-                    holder: read_pid(&mut file),
+                    store: db.display().to_string(),
+                    holder: read_pid(&mut file).map(|pid| format!("pid {pid}")),
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
