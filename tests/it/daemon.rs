@@ -402,6 +402,16 @@ async fn a_restart_neither_repeats_nor_misses_a_transition() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_flight() {
+    sigkill_loop("", |dir| {
+        ncp_watchd::store::Store::open(&ncp_watchd::config::StateConfig::sqlite(dir.join("state.db"))).unwrap()
+    })
+    .await;
+}
+
+/// Kills the daemon at random moments while the world changes, then checks that the
+/// outbox holds every change exactly once and the log sink every event. `state` is the
+/// `[state]` table (empty: SQLite in the daemon's directory); `open` opens that store.
+pub async fn sigkill_loop(state: &str, open: impl Fn(&std::path::Path) -> ncp_watchd::store::Store) {
     let assets = 6;
     let mut scenario = String::new();
     for i in 1..=assets {
@@ -414,7 +424,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_fli
         &sim.url(),
         "",
         &format!(
-            "{CHANGING_WATCHES}\n[poll]\ninterval = \"50ms\"\ndiscovery_interval = \"100ms\"\nmax_backoff = \"200ms\"\n[[sink.log]]\npath = \"events.jsonl\"\n"
+            "{CHANGING_WATCHES}\n[poll]\ninterval = \"50ms\"\ndiscovery_interval = \"100ms\"\nmax_backoff = \"200ms\"\n[[sink.log]]\npath = \"events.jsonl\"\n{state}"
         ),
     );
     // 20 cycles here; a longer soak: NCP_WATCHD_SOAK_KILLS=500 cargo test --release sigkill.
@@ -472,7 +482,7 @@ async fn sigkill_at_random_moments_loses_and_repeats_nothing_but_the_line_in_fli
     );
 
     // The outbox: per subject, a chain from first sight to COMPLETED, each link once.
-    let store = ncp_watchd::store::Store::open(&ncp_watchd::config::StateConfig::sqlite(dir.join("state.db"))).unwrap();
+    let store = open(&dir);
     let outbox = store.outbox_after(0, 1_000_000).unwrap();
     let events: Vec<Value> = outbox.iter().map(|r| serde_json::from_str(&r.body).unwrap()).collect();
     for s in &subjects {

@@ -13,6 +13,8 @@ mod demo_command;
 mod field;
 mod once_command;
 mod ops;
+mod pg;
+mod postgres;
 mod properties;
 mod receiver;
 mod reliability;

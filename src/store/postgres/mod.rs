@@ -87,7 +87,7 @@ impl PgStore {
                     supported,
                 }));
             }
-            for (version, sql) in (1..).zip(migrations::ALL.iter()).skip(found.max(0) as usize) {
+            for (version, sql) in (1_i64..).zip(migrations::ALL.iter()).skip(found.max(0) as usize) {
                 tx.batch_execute(sql).await?;
                 tx.execute(
                     "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)",
