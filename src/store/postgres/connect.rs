@@ -205,6 +205,14 @@ pub fn block<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) 
         .map_err(|_| StoreError::Postgres("a PostgreSQL statement's task ended without an answer".into()))
 }
 
+/// The store's `[state] url`, parsed (config validation has already accepted it).
+pub fn spec(pg: &PostgresConfig) -> Result<ConnectSpec, StoreError> {
+    parse_url(&pg.url, &pg.base_dir).map_err(|reason| StoreError::Connect {
+        store: "[state] url".into(),
+        reason: format!("[state] url {reason}"),
+    })
+}
+
 /// The connection settings with the password added, read now from its file or variable.
 pub fn with_password(spec: &ConnectSpec, pg: &PostgresConfig) -> Result<tokio_postgres::Config, StoreError> {
     let mut config = spec.config.clone();
@@ -229,10 +237,7 @@ pub fn pool(pg: &PostgresConfig) -> Result<(Pool, ConnectSpec), StoreError> {
     if let Some(found) = pools.get(&pg.url) {
         return Ok(found.clone());
     }
-    let spec = parse_url(&pg.url, &pg.base_dir).map_err(|reason| StoreError::Connect {
-        store: "[state] url".into(),
-        reason: format!("[state] url {reason}"),
-    })?;
+    let spec = spec(pg)?;
     let config = with_password(&spec, pg)?;
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,

@@ -298,10 +298,7 @@ impl std::fmt::Debug for WriterLock {
 impl WriterLock {
     /// Takes the writer lock without waiting; a refusal names the holder (its pid and host).
     pub fn acquire(pg: &PostgresConfig) -> Result<Self, StoreError> {
-        let spec = parse_url(&pg.url, &pg.base_dir).map_err(|reason| StoreError::Connect {
-            store: "[state] url".into(),
-            reason: format!("[state] url {reason}"),
-        })?;
+        let spec = connect::spec(pg)?;
         let mut config = connect::with_password(&spec, pg)?;
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         config.application_name(format!("ncp-watchd pid {} on {host}", std::process::id()));
