@@ -790,11 +790,11 @@ async fn delivery_bench() {
                 body,
             });
             if batch.len() == 10_000 {
-                store.commit(&[], &[], &batch).unwrap();
+                store.commit(&[], &[], &batch, &[]).unwrap();
                 batch.clear();
             }
         }
-        store.commit(&[], &[], &batch).unwrap();
+        store.commit(&[], &[], &batch, &[]).unwrap();
         let mut progress =
             Store::open_for_progress(&ncp_watchd::config::StateConfig::sqlite(dir.path().join("state.db"))).unwrap();
         progress.set_cursor_at("webhook:bench", 0).unwrap();

@@ -21,6 +21,7 @@
 
 pub mod callbacks;
 pub mod cli;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod daemon;

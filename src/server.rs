@@ -36,6 +36,9 @@ pub struct Health {
     ready: AtomicBool,
     /// Since when every commit has failed (epoch ms); 0 while commits succeed.
     store_failing_since_ms: AtomicI64,
+    /// A replica on a cluster whose leases could not be renewed in time (SPEC §9): it
+    /// works nothing until the store answers again. Always false on SQLite.
+    leases_lapsed: AtomicBool,
 }
 
 impl Health {
@@ -78,9 +81,17 @@ impl Health {
                 .is_none_or(|ms| ms < STORE_FAILING_AFTER.as_millis() as i64)
     }
 
-    /// Whether the first round is done and the store takes commits.
+    /// Whether the replica's leases are renewed (`true`) or lapsed (`false`).
+    pub fn set_leases_healthy(&self, healthy: bool) {
+        self.leases_lapsed.store(!healthy, Ordering::Relaxed);
+    }
+
+    /// Whether the first round is done, the store takes commits and, on a cluster, the
+    /// replica holds valid leases or is a healthy standby.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.store_failing_for_ms().is_none()
+        self.ready.load(Ordering::Relaxed)
+            && self.store_failing_for_ms().is_none()
+            && !self.leases_lapsed.load(Ordering::Relaxed)
     }
 }
 
@@ -143,6 +154,12 @@ async fn healthz(State(s): State<AppState>) -> Response {
 async fn readyz(State(s): State<AppState>) -> Response {
     if s.health.ready() {
         (StatusCode::OK, "ready\n").into_response()
+    } else if s.health.leases_lapsed.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this replica cannot renew its shard leases (is the database reachable?): it works no shard\n",
+        )
+            .into_response()
     } else if s.health.store_failing_for_ms().is_some() {
         (
             StatusCode::SERVICE_UNAVAILABLE,

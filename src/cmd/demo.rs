@@ -76,6 +76,7 @@ pub async fn run() -> Result<(), Failure> {
         path: None,
         events: vec!["*".into()],
         format: LineFormat::Human,
+        shard: None,
     };
 
     println!(

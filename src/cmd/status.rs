@@ -41,6 +41,22 @@ pub async fn run(args: &StatusArgs) -> Result<(), Failure> {
                 s.cursor_name, s.behind, s.retrying, s.dead_letters
             );
         }
+        for r in store.replicas().map_err(|e| Failure::Runtime(e.to_string()))? {
+            let shards: Vec<String> = r.shards.iter().map(|s| s.to_string()).collect();
+            let lease = r
+                .lease_expires_in_ms
+                .map_or("holds no lease (standby)".to_string(), |ms| {
+                    format!("leases renewed, next expiry in {:.1}s", ms as f64 / 1000.0)
+                });
+            println!(
+                "replica {} (pid {} on {}): shards [{}]; {lease}; last heard {:.1}s ago",
+                r.instance,
+                r.pid,
+                r.host,
+                shards.join(","),
+                r.last_seen_ms as f64 / 1000.0
+            );
+        }
         let last = store
             .fact(crate::callbacks::LAST_CALLBACK_FACT)
             .map_err(|e| Failure::Runtime(e.to_string()))?

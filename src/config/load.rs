@@ -26,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
     "sink",
     "state",
     "server",
+    "cluster",
     "callbacks",
     "log",
 ];
@@ -58,6 +59,7 @@ pub(crate) fn parse(source: &str, diags: &mut Collector) -> Option<RawConfig> {
             "poll" => raw.poll = table(diags, "poll", value).unwrap_or_default(),
             "state" => raw.state = table(diags, "state", value).unwrap_or_default(),
             "server" => raw.server = table(diags, "server", value).unwrap_or_default(),
+            "cluster" => raw.cluster = table(diags, "cluster", value).unwrap_or_default(),
             "log" => raw.log = table(diags, "log", value).unwrap_or_default(),
             "callbacks" => {
                 let span = value.span();

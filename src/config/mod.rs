@@ -60,6 +60,16 @@ pub const DEFAULT_STALLED_INTERVAL: Duration = Duration::from_secs(600);
 /// past any sensible setting, and small enough that adding it to a timestamp never overflows.
 pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 /// A week of delivered events is enough to look back at an incident, and bounds the store.
+/// A shard lease lasts 15 s unless renewed (SPEC §9): renewed every second, it survives a
+/// dozen missed renewals, and a dead replica's shards move within 15 s.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// The shortest lease: three lease rounds, so one slow round never loses a lease.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// The longest lease: past ten minutes a dead replica's shards would go unwatched too long.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(600);
+
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A webhook body template is a page of text, not a program: 64 KiB is plenty.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
@@ -104,6 +114,8 @@ pub struct Config {
     pub state: StateConfig,
     /// How long events every sink has passed stay in the outbox.
     pub state_retention: Duration,
+    /// `[cluster] lease_ttl`: how long a shard lease lasts unless renewed (PostgreSQL).
+    pub cluster_lease_ttl: Duration,
     /// Address of the health and metrics server.
     pub listen: SocketAddr,
     /// VOD Station callbacks as hints; `None` when `[callbacks]` is absent.

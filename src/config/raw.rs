@@ -195,6 +195,15 @@ pub struct RawServer {
     pub listen: Field<String>,
 }
 
+/// `[cluster]`: replicas sharing a PostgreSQL store (SPEC §9).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// How long a shard lease lasts unless renewed; a dead replica's shards are taken
+    /// over this long after its last renewal.
+    pub lease_ttl: Field<String>,
+}
+
 /// `[callbacks]`: VOD Station's callbacks taken as hints (SPEC §10).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -245,6 +254,8 @@ pub struct RawConfig {
     pub state: RawState,
     /// `[server]`.
     pub server: RawServer,
+    /// `[cluster]`.
+    pub cluster: RawCluster,
     /// `[callbacks]`, with the table's span (absent: callbacks are off).
     pub callbacks: Option<Spanned<RawCallbacks>>,
     /// `[log]`.

@@ -170,10 +170,32 @@ pub(crate) fn validate(raw: RawConfig, path: &Path, base_dir: &Path, d: &mut Col
         sinks,
         state,
         state_retention: duration(d, "state.retention", &raw.state.retention, DEFAULT_RETENTION),
+        cluster_lease_ttl: lease_ttl(d, &raw.cluster.lease_ttl),
         listen,
         callbacks,
         log: LogConfig { level, format },
     }
+}
+
+/// `[cluster] lease_ttl`, between [`MIN_LEASE_TTL`] and [`MAX_LEASE_TTL`].
+fn lease_ttl(d: &mut Collector, v: &Field<String>) -> Duration {
+    let ttl = duration(d, "cluster.lease_ttl", v, DEFAULT_LEASE_TTL);
+    if let Some(v) = v
+        && !(MIN_LEASE_TTL..=MAX_LEASE_TTL).contains(&ttl)
+    {
+        d.push(
+            v.span(),
+            "cluster.lease_ttl",
+            format!(
+                "`{}` is out of range: a lease must last from {} (leases are renewed every second) to {}",
+                v.get_ref(),
+                humantime::format_duration(MIN_LEASE_TTL),
+                humantime::format_duration(MAX_LEASE_TTL)
+            ),
+        );
+        return DEFAULT_LEASE_TTL;
+    }
+    ttl
 }
 
 /// `[callbacks]`: exactly one token source, and the fallback interval.
@@ -581,6 +603,13 @@ fn sinks(raw: &RawConfig, base_dir: &Path, d: &mut Collector) -> Sinks {
     let mut s = Sinks::default();
     let mut names: HashMap<String, String> = HashMap::new();
     let mut unique_name = |d: &mut Collector, name: &str, key: &str, span: Range<usize>| {
+        if name.contains('#') {
+            d.push(
+                span.clone(),
+                key,
+                "a sink name may not hold `#` (the store marks a shard's part of a sink with it); choose another name",
+            );
+        }
         if let Some(first) = names.get(name) {
             d.push(
                 span,

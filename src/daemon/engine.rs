@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::target::{Interner, Target, Wanted, from_config};
+use crate::cluster::{ShardSet, shard_of};
 use crate::config::Config;
 use crate::event::{CloudEvent, UNKNOWN_STATUS};
 use crate::ncp::{ApiError, NcpClient, Retry};
@@ -327,6 +328,13 @@ pub struct Engine {
     auth_waiting: HashSet<Arc<str>>,
     /// Callback hints for the VOD list.
     hints: VodHints,
+    /// The shards this replica works (SPEC §9); `None`: every item (SQLite, one process).
+    /// Items of other shards are never held in memory, polled or changed: the engine only
+    /// creates them, if absent, for the replica that holds them.
+    shards: Option<ShardSet>,
+    /// The newest item sequence number looked at, to find items other replicas create in
+    /// this replica's shards.
+    created_seen: i64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -351,10 +359,20 @@ impl Engine {
     /// Loads every item from `store` and reconciles them with `config`'s watches and the
     /// dynamic watches. Due times are kept, so a restart does not re-poll everything at once.
     pub fn open(config: Config, store: Store) -> Result<Self, StoreError> {
+        Self::open_sharded(config, store, None)
+    }
+
+    /// Like [`Engine::open`], for a replica that works only `shards` (`None`: all).
+    pub fn open_sharded(config: Config, store: Store, shards: Option<ShardSet>) -> Result<Self, StoreError> {
+        let created_seen = store.last_item_created()?;
         // Sized once: growing a 100,000-entry table doubles it in memory while it rehashes.
-        let mut items = HashMap::with_capacity(store.item_count()? as usize);
+        let capacity = match shards {
+            None => store.item_count()? as usize,
+            Some(_) => 0,
+        };
+        let mut items = HashMap::with_capacity(capacity);
         let mut interner = Interner::default();
-        store.for_each_item(&mut |row| {
+        let mut load = |row: ItemRow| {
             let key = row.key.clone();
             match Item::from_row(row, &mut interner) {
                 Some(item) => {
@@ -362,7 +380,11 @@ impl Engine {
                 }
                 None => tracing::warn!(key, "skipping a stored item whose parameters do not decode"),
             }
-        })?;
+        };
+        match shards {
+            None => store.for_each_item(&mut load)?,
+            Some(set) => store.for_each_item_in(set, &mut load)?,
+        }
         let mut engine = Self {
             config: Arc::new(config.clone()),
             store,
@@ -374,6 +396,8 @@ impl Engine {
             account: None,
             auth_waiting: HashSet::new(),
             hints: VodHints::default(),
+            shards,
+            created_seen,
         };
         // Items that were waiting on a refused key before a restart wait on it still.
         let failing_account = engine
@@ -398,6 +422,75 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Whether this replica works the shard of `subject`.
+    pub fn owns(&self, subject: &str) -> bool {
+        self.shards.is_none_or(|set| set.contains(shard_of(subject)))
+    }
+
+    /// The shards this replica works (`None`: all).
+    pub fn shards(&self) -> Option<ShardSet> {
+        self.shards
+    }
+
+    /// Moves this replica to `shards`: the items of shards it lost leave memory (their
+    /// polls still out are dropped when they answer), the items of shards it gained are
+    /// loaded from the store as their last holder left them, and the watches of the config
+    /// are reconciled for them. Returns how many items were loaded.
+    pub fn set_shards(&mut self, shards: ShardSet) -> Result<usize, StoreError> {
+        let old = self.shards.unwrap_or_else(ShardSet::all);
+        let (lost, gained) = (old.minus(shards), shards.minus(old));
+        self.shards = Some(shards);
+        if !lost.is_empty() {
+            self.items.retain(|_, i| !lost.contains(shard_of(&i.target.subject())));
+            self.auth_waiting.retain(|k| self.items.contains_key(k));
+        }
+        let mut loaded = 0;
+        if !gained.is_empty() {
+            self.created_seen = self.created_seen.max(self.store.last_item_created()?);
+            let mut rows = Vec::new();
+            self.store.for_each_item_in(gained, &mut |row| rows.push(row))?;
+            let mut interner = self.interner.borrow_mut();
+            for row in rows {
+                if let Some(item) = Item::from_row(row, &mut interner) {
+                    loaded += 1;
+                    self.items.insert(item.key.clone(), item);
+                }
+            }
+            drop(interner);
+            let config = (*self.config).clone();
+            self.reconcile(config)?;
+        } else {
+            self.rebuild_queue();
+        }
+        Ok(loaded)
+    }
+
+    /// Picks up items that other replicas created in this replica's shards (an asset one
+    /// of their project lists found). Returns how many.
+    pub fn pick_up_created(&mut self) -> Result<usize, StoreError> {
+        let Some(shards) = self.shards.filter(|s| !s.is_empty()) else {
+            return Ok(0);
+        };
+        let (newest, rows) = self.store.items_created_after(self.created_seen, shards)?;
+        self.created_seen = newest;
+        let mut added = 0;
+        let mut interner = self.interner.borrow_mut();
+        for row in rows {
+            if self.items.contains_key(row.key.as_str()) {
+                continue;
+            }
+            if let Some(item) = Item::from_row(row, &mut interner) {
+                if item.schedulable() {
+                    self.queue
+                        .push(item.key.clone(), item.next_due_ms.unwrap_or_else(now_ms));
+                }
+                self.items.insert(item.key.clone(), item);
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Arc<Config> {
         &self.config
@@ -418,14 +511,26 @@ impl Engine {
         // restart with 100,000 unchanged items allocates almost nothing per item here.
         let mut changed: HashMap<Arc<str>, Item> = HashMap::new();
         let mut wanted_keys: HashSet<Arc<str>> = HashSet::with_capacity(self.items.len());
+        // Watches of other replicas' shards: created for them if absent, nothing more.
+        let mut creates: Vec<ItemRow> = Vec::new();
         for w in from_config(&self.config) {
-            self.want(w, Origin::Config, now, &mut changed, &mut wanted_keys);
+            self.want(w, Origin::Config, now, &mut changed, &mut wanted_keys, &mut creates);
         }
         let mut dynamic_seen = self.dynamic_seen;
         self.store.for_each_dynamic_watch(&mut |d| {
             dynamic_seen = dynamic_seen.max(d.id);
-            self.want(dynamic_wanted(&d), Origin::Dynamic, now, &mut changed, &mut wanted_keys);
+            self.want(
+                dynamic_wanted(&d),
+                Origin::Dynamic,
+                now,
+                &mut changed,
+                &mut wanted_keys,
+                &mut creates,
+            );
         })?;
+        for chunk in creates.chunks(5000) {
+            self.store.commit(&[], &[], &[], chunk)?;
+        }
         self.dynamic_seen = dynamic_seen;
         // Items no longer wanted stop, and items wanted again start, keeping their state:
         // an item is wanted when a watch names it or when what it hangs off (its project
@@ -451,7 +556,7 @@ impl Engine {
         let changed: Vec<Item> = changed.into_values().collect();
         for chunk in changed.chunks(5000) {
             let rows: Vec<ItemRow> = chunk.iter().map(Item::to_row).collect();
-            self.store.commit(&rows, &[], &[])?;
+            self.store.commit(&rows, &[], &[], &[])?;
         }
         for item in changed {
             self.items.insert(item.key.clone(), item);
@@ -468,7 +573,13 @@ impl Engine {
         now: i64,
         changed: &mut HashMap<Arc<str>, Item>,
         wanted_keys: &mut HashSet<Arc<str>>,
+        creates: &mut Vec<ItemRow>,
     ) {
+        if !self.owns(&w.target.subject()) {
+            let watch: Option<Arc<str>> = w.watch.as_deref().map(Arc::from);
+            creates.push(Item::new(w.target, watch, origin, Some(now)).to_row());
+            return;
+        }
         let target = w.target.interned(&mut self.interner.borrow_mut());
         let watch = w.watch.as_deref().map(|n| self.interner.borrow_mut().get(n));
         let text = target.key();
@@ -829,6 +940,11 @@ impl Engine {
     /// The account item of the key in use, as staged so far.
     fn account_item(&self, staged: &Staged) -> Option<Item> {
         let key = self.account.as_ref()?;
+        // The account's state belongs to the replica holding its shard: the others let
+        // their watches wait, and leave the one event to it.
+        if !self.owns(key.split_once(':').map_or(key.as_ref(), |(_, subject)| subject)) {
+            return None;
+        }
         staged
             .items
             .get(key)
@@ -1185,7 +1301,20 @@ impl Engine {
         clippy::expect_used,
         reason = "each expect here states an invariant of our own types, never of input"
     )]
-    fn commit(&mut self, staged: Staged) -> Result<Vec<CloudEvent>, StoreError> {
+    fn commit(&mut self, mut staged: Staged) -> Result<Vec<CloudEvent>, StoreError> {
+        // Items found for another replica's shards (an asset a project list found) are
+        // created for it; they never enter this replica's memory.
+        let foreign: Vec<Arc<str>> = staged
+            .items
+            .iter()
+            .filter(|(_, i)| !self.owns(&i.target.subject()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let creates: Vec<ItemRow> = foreign
+            .iter()
+            .filter_map(|k| staged.items.remove(k))
+            .map(|i| i.to_row())
+            .collect();
         let rows: Vec<ItemRow> = staged.items.values().map(Item::to_row).collect();
         let events: Vec<OutboxEvent> = staged
             .events
@@ -1197,7 +1326,7 @@ impl Engine {
                 body: serde_json::to_string(e).expect("events serialize"),
             })
             .collect();
-        if let Err(e) = self.store.commit(&rows, &staged.details, &events) {
+        if let Err(e) = self.store.commit(&rows, &staged.details, &events, &creates) {
             // Nothing advanced: poll these items again soon and compare against the old state.
             let retry = now_ms() + 1000;
             for key in staged.items.keys() {

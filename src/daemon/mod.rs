@@ -5,6 +5,7 @@
 //! only `cmd::run` knows about signals.
 
 pub mod engine;
+mod replica;
 pub mod target;
 
 use std::collections::HashSet;
@@ -17,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::callbacks::{CallbackGate, LAST_CALLBACK_FACT};
+use crate::cluster::ShardSet;
 use crate::config::StateConfig;
 use crate::config::{Config, Credentials, LogSink};
 use crate::event::CloudEvent;
@@ -26,6 +28,7 @@ use crate::sink::log::{self, LineFormat, LogSinkSpec};
 use crate::sink::webhook::{self, WebhookSpec};
 use crate::store::{Store, StoreError, WriterLock};
 use engine::{Engine, PollResult, PollWindow, now_ms, poll};
+use replica::Replica;
 
 /// The whole stop, from SIGTERM to exit, takes at most this long (the promise of SPEC §6,
 /// and what `docker stop` waits before it kills).
@@ -136,6 +139,7 @@ fn spec_of(l: &LogSink) -> LogSinkSpec {
         path: l.path.clone(),
         events: l.events.clone(),
         format: LineFormat::Json,
+        shard: None,
     }
 }
 
@@ -203,11 +207,15 @@ pub async fn run(
     let webhooks = webhook_specs(&config)?;
     let callbacks = CallbackGate::new();
     configure_callbacks(&callbacks, &config)?;
-    // One writer per store, for the daemon's whole life (the kernel drops it on any exit).
-    let _lock = WriterLock::acquire(&config.state)?;
+    // SQLite: one writer per store, for the daemon's whole life (the kernel drops it on
+    // any exit). PostgreSQL: any number of replicas, each working the shards it leases.
+    let (_lock, mut replica) = match &config.state {
+        StateConfig::Postgres(pg) => (None, Some(Replica::join(pg, &config.instance)?)),
+        StateConfig::Sqlite { .. } => (Some(WriterLock::acquire(&config.state)?), None),
+    };
     let store = Store::open(&config.state)?;
     let state = config.state.clone();
-    let mut engine = Engine::open(config, store)?;
+    let mut engine = Engine::open_sharded(config, store, replica.as_ref().map(|_| ShardSet::EMPTY))?;
     let mut credentials = credentials;
     engine.set_account(credentials.access_key.expose());
     let mut client = NcpClient::new(&engine.config().api, &credentials)
@@ -215,13 +223,27 @@ pub async fn run(
         .with_max_host_pause(engine.config().poll.max_backoff);
     let tracker = TaskTracker::new();
     let (wake, _) = watch::channel(0u64);
-    let mut sinks = start_sinks(
-        sink_specs(engine.config(), &extra_sinks),
-        webhooks,
-        &state,
-        &wake,
-        &tracker,
-    );
+    // On a cluster, each shard's part of every sink starts when the shard is taken.
+    let mut sinks = match &replica {
+        None => start_sinks(
+            sink_specs(engine.config(), &extra_sinks),
+            webhooks.clone(),
+            &state,
+            &wake,
+            &tracker,
+        ),
+        Some(_) => Sinks {
+            stop: CancellationToken::new(),
+        },
+    };
+    let mut webhooks = webhooks;
+    let mut views = match &mut replica {
+        Some(r) => {
+            client.set_quota_share(0);
+            Some(r.start(engine.config().cluster_lease_ttl, &tracker))
+        }
+        None => None,
+    };
     // The server is bound before READY=1, so systemd's "started" means "answering".
     let listen = engine.config().listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -232,6 +254,8 @@ pub async fn run(
         .map_err(|source| DaemonError::Listen { addr: listen, source })?;
     let health = Arc::new(Health::default());
     health.tick();
+    // A replica is ready once it holds valid leases (or is a healthy standby).
+    health.set_leases_healthy(replica.is_none());
     let server_stop = CancellationToken::new();
     tracker.spawn(server::serve(
         listener,
@@ -301,6 +325,14 @@ pub async fn run(
                 apply(&mut engine, batch, &wake, &health);
                 rounds.finish_done(gauge_store.as_mut());
             }
+            Ok(()) = async { match views.as_mut() { Some(v) => v.changed().await.map_err(|_| ()), None => Err(()) } } => {
+                let view = views.as_mut().map(|v| *v.borrow_and_update()).unwrap_or_default();
+                health.set_leases_healthy(view.healthy);
+                if let Some(r) = replica.as_mut() {
+                    let specs = sink_specs(engine.config(), &extra_sinks);
+                    r.apply_view(view, &mut engine, &client, &specs, &webhooks, &state, &wake);
+                }
+            }
             _ = callbacks.notified() => {
                 if callbacks.take() && !engine.hint_vod_list(now_ms()) {
                     tracing::debug!("a VOD Station callback came, but no VOD list is watched");
@@ -310,6 +342,9 @@ pub async fn run(
                 // The loop's own heartbeat: /healthz and systemd's watchdog hear from it only
                 // while it turns.
                 health.tick();
+                if let Some(r) = replica.as_mut() {
+                    r.report_drained();
+                }
                 // When the last callback came, for `status`: at most one write a second.
                 if let Some(at) = callbacks.last_callback_ms().filter(|at| callback_recorded != Some(*at))
                     && let Some(store) = gauge_store.as_mut()
@@ -341,7 +376,7 @@ pub async fn run(
                     || new_credentials.secret_key.expose() != credentials.secret_key.expose();
                 let api_changed = new_config.api != engine.config().api || keys_changed;
                 let sinks_changed = !same_sinks(&new_config, engine.config());
-                let webhooks = match webhook_specs(&new_config) {
+                webhooks = match webhook_specs(&new_config) {
                     Ok(w) => w,
                     Err(e) => {
                         tracing::error!(error = %e, "reload refused: the previous configuration keeps running");
@@ -379,7 +414,10 @@ pub async fn run(
                         }
                         if sinks_changed {
                             sinks.stop.cancel();
-                            sinks = start_sinks(sink_specs(engine.config(), &extra_sinks), webhooks, &state, &wake, &tracker);
+                            match replica.as_mut() {
+                                None => sinks = start_sinks(sink_specs(engine.config(), &extra_sinks), webhooks.clone(), &state, &wake, &tracker),
+                                Some(r) => r.restart_sinks(&sink_specs(engine.config(), &extra_sinks), &webhooks, &state, &wake),
+                            }
                         }
                         tracing::info!(items = engine.items().filter(|i| i.active).count(), "configuration reloaded");
                     }
@@ -419,11 +457,27 @@ pub async fn run(
     // Polls still out are cancelled (their HTTP calls dropped), so nothing waits on them.
     polls_stop.cancel();
     sinks.stop.cancel();
+    if let Some(r) = &replica {
+        r.stop_sinks();
+    }
     server_stop.cancel();
     drop(gauge_store.take());
     tracker.close();
     let tasks_deadline =
         (tokio::time::Instant::now() + TASK_STOP_SHARE).min(stop_started + STOP_DEADLINE - Duration::from_millis(500));
+    let sinks_done = async {
+        if let Some(r) = &replica {
+            r.sinks_stopped().await;
+        }
+    };
+    if tokio::time::timeout_at(tasks_deadline, sinks_done).await.is_err() {
+        tracing::warn!("some sinks did not finish before the deadline; they are dropped with the process");
+    }
+    // Only once every sink has stopped are the shards handed over, so no event of theirs
+    // is in flight here while their next holder delivers it.
+    if let Some(r) = replica.take() {
+        r.leave();
+    }
     if tokio::time::timeout_at(tasks_deadline, tracker.wait()).await.is_err() {
         tracing::warn!("some tasks did not finish before the deadline; they are dropped with the process");
     }
@@ -598,7 +652,8 @@ fn update_gauges(engine: &Engine, store: Option<&Store>) {
 
 fn apply(engine: &mut Engine, batch: Vec<PollResult>, wake: &watch::Sender<u64>, health: &Health) {
     let result = engine.apply(batch);
-    health.store_committed(result.is_ok());
+    // A fenced commit is this replica's lost lease, not a failing store.
+    health.store_committed(!matches!(result, Err(ref e) if !matches!(e, StoreError::Fenced { .. })));
     match result {
         Ok(events) => {
             for e in &events {
@@ -608,6 +663,9 @@ fn apply(engine: &mut Engine, batch: Vec<PollResult>, wake: &watch::Sender<u64>,
             if !events.is_empty() {
                 wake.send_modify(|n| *n += 1);
             }
+        }
+        Err(e @ StoreError::Fenced { .. }) => {
+            tracing::warn!(error = %e, "poll results dropped: another replica works these shards now")
         }
         Err(e) => {
             tracing::error!(error = %e, "CANNOT COMMIT poll results: nothing is being recorded (is the disk full?); /readyz is failing, the items will be polled again")
@@ -779,11 +837,31 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
         .with_max_host_pause(engine.config().poll.max_backoff);
     engine.set_account(credentials.access_key.expose());
     engine.schedule_all_now();
+    // On a cluster store each shard's part of a sink has its own cursor.
+    let (specs, webhooks) = match &state {
+        StateConfig::Postgres(_) => {
+            let shards = 0..crate::cluster::SHARDS;
+            let logs: Vec<LogSinkSpec> = sink_specs(engine.config(), &[])
+                .into_iter()
+                .flat_map(|l| {
+                    shards.clone().map(move |s| LogSinkSpec {
+                        shard: Some(s),
+                        ..l.clone()
+                    })
+                })
+                .collect();
+            let hooks: Vec<WebhookSpec> = webhooks
+                .iter()
+                .flat_map(|w| shards.clone().map(|s| w.for_shard(s)))
+                .collect();
+            (logs, hooks)
+        }
+        StateConfig::Sqlite { .. } => (sink_specs(engine.config(), &[]), webhooks),
+    };
     // Cursors first, so a sink configured since the last run gets this run's events.
-    let specs = sink_specs(engine.config(), &[]);
     let mut progress = Store::open_for_progress(&state)?;
     for spec in &specs {
-        progress.cursor(&log::cursor_name(&spec.name))?;
+        progress.cursor(&log::cursor_name(&crate::store::shard_sink(&spec.name, spec.shard)))?;
     }
     for spec in &webhooks {
         progress.cursor(&spec.cursor_name())?;
@@ -825,7 +903,12 @@ pub async fn once(config: Config, credentials: Credentials) -> Result<OnceReport
     report.stdout_sink = specs.iter().any(|s| s.path.is_none());
     for spec in &webhooks {
         let delivered = webhook::deliver_pending(spec, &state).await?;
-        if delivered.failed > 0 {
+        if delivered.failed > 0
+            && !report
+                .delivery_failures
+                .iter()
+                .any(|f| f.contains(&format!("`{}`", spec.sink.name)))
+        {
             report.delivery_failures.push(format!(
                 "sink.webhook `{}`: {} delivery attempts to {} failed; they are retried on the next run",
                 spec.sink.name, delivered.failed, spec.sink.url_display

@@ -37,6 +37,8 @@ const DEFAULT_HOST_PAUSE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct HostGate {
     limiter: RateLimiter,
+    /// The host's whole quota, `[api] rate_limit_per_minute`.
+    quota: u32,
     paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Waiters take turns in arrival order (tokio's mutex is fair): the limiter alone would
     /// let a late caller take a slot before one that has waited longer, which breaks the
@@ -48,6 +50,7 @@ impl HostGate {
     fn new(per_minute: NonZeroU32) -> Self {
         Self {
             limiter: RateLimiter::per_minute(per_minute),
+            quota: per_minute.get(),
             paused_until: std::sync::Mutex::new(None),
             turn: tokio::sync::Mutex::new(()),
         }
@@ -84,6 +87,19 @@ impl HostGate {
             pause_secs = d.as_secs_f64(),
             "the API answered 429: pausing every call to this host"
         );
+    }
+}
+
+impl NcpClient {
+    /// Limits this process to its share of each host's quota when it holds `held` of the
+    /// cluster's shards (SPEC §9): the quota is the whole cluster's budget.
+    pub fn set_quota_share(&self, held: u16) {
+        for (gate, host) in [(&self.media_gate, Host::Media), (&self.vod_gate, Host::Vod)] {
+            let share = crate::cluster::quota_share(gate.quota, held);
+            gate.limiter.set_per_minute(share.and_then(NonZeroU32::new));
+            metrics::gauge!("ncp_watchd_quota_share_per_minute", "host" => host.as_str())
+                .set(f64::from(share.unwrap_or(0)));
+        }
     }
 }
 

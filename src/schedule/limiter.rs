@@ -11,6 +11,7 @@
 //! the quota leak away.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota};
@@ -22,7 +23,7 @@ const HEADROOM_PER_MILLE: u64 = 5;
 
 /// The burst for a quota of `n` per minute: two plus one per thousand from 200 a minute
 /// (where a late slot would otherwise cost more than the burst does), none below.
-fn burst(n: u32) -> u32 {
+pub fn burst(n: u32) -> u32 {
     if n >= 200 { 2 + n / 1000 } else { 1 }
 }
 
@@ -41,30 +42,71 @@ fn quota(per_minute: NonZeroU32) -> Quota {
         .allow_burst(NonZeroU32::new(b).expect("the burst is at least one"))
 }
 
-/// A limiter for one host.
+/// A limiter for one host. Its quota can change while it runs (a replica's share of the
+/// cluster's quota follows the shards it holds, SPEC §9); a quota of `None` lets nothing
+/// through until one is set.
 #[derive(Debug)]
 pub struct RateLimiter {
-    inner: DefaultDirectRateLimiter,
-    per_minute: u32,
+    inner: std::sync::RwLock<Option<Arc<DefaultDirectRateLimiter>>>,
+    per_minute: std::sync::atomic::AtomicU32,
+    /// Wakes callers waiting on a quota of `None` when one is set.
+    changed: tokio::sync::Notify,
+}
+
+/// A fresh limiter for `per_minute` whose burst is already spent: it cannot know the
+/// calls the limiter it replaces let through, so it starts as if it had just sent its
+/// burst (see `cluster::quota_share` for the rest of the reserve).
+fn spent(per_minute: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
+    let limiter = DefaultDirectRateLimiter::direct(quota(per_minute));
+    for _ in 0..burst(per_minute.get()) {
+        let _ = limiter.check();
+    }
+    Arc::new(limiter)
 }
 
 impl RateLimiter {
     /// A limiter allowing at most `per_minute` calls in any 60-second window.
     pub fn per_minute(per_minute: NonZeroU32) -> Self {
         Self {
-            inner: DefaultDirectRateLimiter::direct(quota(per_minute)),
-            per_minute: per_minute.get(),
+            inner: std::sync::RwLock::new(Some(Arc::new(DefaultDirectRateLimiter::direct(quota(per_minute))))),
+            per_minute: per_minute.get().into(),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
     /// Waits until one more call fits the quota, then counts it.
     pub async fn acquire(&self) {
-        self.inner.until_ready().await;
+        loop {
+            let notified = self.changed.notified();
+            let current = self
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            match current {
+                Some(limiter) => {
+                    limiter.until_ready().await;
+                    return;
+                }
+                None => notified.await,
+            }
+        }
     }
 
-    /// The configured quota.
+    /// Sets a new quota (`None`: no calls) if it differs from the one in force. A caller
+    /// already waiting on the old limiter finishes its wait there.
+    pub fn set_per_minute(&self, per_minute: Option<NonZeroU32>) {
+        let n = per_minute.map_or(0, NonZeroU32::get);
+        if self.per_minute.swap(n, std::sync::atomic::Ordering::SeqCst) == n {
+            return;
+        }
+        *self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner) = per_minute.map(spent);
+        self.changed.notify_waiters();
+    }
+
+    /// The quota in force (0: none).
     pub fn per_minute_quota(&self) -> u32 {
-        self.per_minute
+        self.per_minute.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

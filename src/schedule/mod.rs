@@ -4,5 +4,5 @@
 mod limiter;
 mod queue;
 
-pub use limiter::RateLimiter;
+pub use limiter::{RateLimiter, burst};
 pub use queue::{DueQueue, backoff};

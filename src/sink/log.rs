@@ -41,6 +41,9 @@ pub struct LogSinkSpec {
     pub events: Vec<String>,
     /// Rendering.
     pub format: LineFormat,
+    /// On a cluster, the one shard whose events this part of the sink writes (`None`:
+    /// every event).
+    pub shard: Option<u16>,
 }
 
 /// Why the sink stopped.
@@ -61,18 +64,20 @@ pub enum SinkError {
 
 /// Delivers everything committed so far, then returns the last position handled.
 pub fn drain(spec: &LogSinkSpec, store: &mut Store, out: &mut dyn Write) -> Result<i64, SinkError> {
-    let name = cursor_name(&spec.name);
+    let name = cursor_name(&crate::store::shard_sink(&spec.name, spec.shard));
     let mut cursor = store.cursor(&name)?;
     loop {
-        let rows = store.outbox_after(cursor, BATCH)?;
+        let rows = store.outbox_after_in(cursor, BATCH, spec.shard)?;
         if rows.is_empty() {
             return Ok(cursor);
         }
         for row in rows {
             if selects(&spec.events, &row.event_type) {
-                let line = render(spec.format, &row);
+                // One write per line: on a cluster several shards' parts of a sink share
+                // the output, and a line must never be split by another's.
+                let mut line = render(spec.format, &row);
+                line.push('\n');
                 out.write_all(line.as_bytes())
-                    .and_then(|_| out.write_all(b"\n"))
                     .and_then(|_| out.flush())
                     .map_err(|source| SinkError::Write {
                         target: target_name(spec),

@@ -70,6 +70,9 @@ pub struct WebhookSpec {
     pub key: Option<SigningKey>,
     /// Removes the URL from every error text this sink logs or stores.
     scrubber: UrlScrubber,
+    /// On a cluster, the one shard whose events this part of the sink delivers
+    /// (`None`: every event).
+    pub shard: Option<u16>,
 }
 
 /// Removes a webhook URL from text: the sink's own guarantee that a receiver echoing the
@@ -171,12 +174,28 @@ impl WebhookSpec {
             sink: sink.clone(),
             key,
             scrubber: UrlScrubber::new(&sink.url),
+            shard: None,
         })
     }
 
     /// The cursor's key in the store.
     pub fn cursor_name(&self) -> String {
-        crate::store::webhook_cursor(&self.sink.name)
+        crate::store::webhook_cursor(&self.store_key())
+    }
+
+    /// The sink's name in the store's delivery records: `NAME`, or `NAME#3` for one
+    /// shard's part of it on a cluster.
+    pub fn store_key(&self) -> String {
+        crate::store::shard_sink(&self.sink.name, self.shard)
+    }
+
+    /// This sink's part for one shard (a cluster delivers each shard's events from the
+    /// replica holding it).
+    pub fn for_shard(&self, shard: u16) -> Self {
+        Self {
+            shard: Some(shard),
+            ..self.clone()
+        }
     }
 }
 
@@ -412,7 +431,8 @@ async fn deliver(
     until_idle: bool,
 ) -> Result<Delivered, StoreError> {
     let s = &spec.sink;
-    let sink = s.name.as_str();
+    let store_key = spec.store_key();
+    let sink = store_key.as_str();
     let mut store = Store::open_for_progress(state)?;
     let cursor_name = spec.cursor_name();
     let mut cursor = store.cursor(&cursor_name)?;
@@ -443,7 +463,7 @@ async fn deliver(
     loop {
         // 1. Fill the window.
         while window.len() < WINDOW {
-            let rows = store.outbox_after(read_to, WINDOW - window.len())?;
+            let rows = store.outbox_after_in(read_to, WINDOW - window.len(), spec.shard)?;
             if rows.is_empty() {
                 break;
             }
@@ -519,7 +539,7 @@ async fn deliver(
 
         if until_idle && running.is_empty() && (paused.is_some() || next_due.is_some() || by_subject.is_empty()) {
             // Nothing can be sent now: everything left waits for a retry (or the sink is paused).
-            let mut ahead = store.outbox_after(read_to, 1)?;
+            let mut ahead = store.outbox_after_in(read_to, 1, spec.shard)?;
             if ahead.pop().is_none() || paused.is_some() {
                 while let Some(entry) = window.first_entry() {
                     if !entry.get().done {

@@ -63,6 +63,26 @@ pub fn webhook_cursor(sink: &str) -> String {
     format!("webhook:{sink}")
 }
 
+/// The store's name of one shard's part of a sink (`NAME#3`): on a cluster, each shard's
+/// events are delivered by the replica holding the shard, with a cursor of their own.
+pub fn shard_sink(sink: &str, shard: Option<u16>) -> String {
+    match shard {
+        Some(shard) => format!("{sink}#{shard}"),
+        None => sink.to_string(),
+    }
+}
+
+/// The shard of a sink name made by [`shard_sink`], and the name without it.
+pub fn split_shard_sink(sink: &str) -> (&str, Option<u16>) {
+    match sink.rsplit_once('#') {
+        Some((base, shard)) => match shard.parse::<u16>() {
+            Ok(shard) => (base, Some(shard)),
+            Err(_) => (sink, None),
+        },
+        None => (sink, None),
+    }
+}
+
 /// What `status` shows of a sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkSummary {

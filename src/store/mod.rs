@@ -11,12 +11,30 @@ mod delivery;
 pub mod postgres;
 pub mod sqlite;
 
-pub use delivery::{DeadLetter, Outcome, RetryState, SinkSummary, webhook_cursor};
+pub use delivery::{DeadLetter, Outcome, RetryState, SinkSummary, shard_sink, split_shard_sink, webhook_cursor};
 pub use sqlite::{LockError, StoreLock, lock_path};
 
 use std::collections::{HashMap, HashSet};
 
+use crate::cluster::{ShardSet, shard_of};
 use crate::config::StateConfig;
+
+/// One replica sharing a PostgreSQL store, as `status` and the status page show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicaRow {
+    /// Its `instance` name.
+    pub instance: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: i64,
+    /// The shards it holds.
+    pub shards: Vec<u16>,
+    /// How long until its earliest lease expires, milliseconds (`None`: it holds none).
+    pub lease_expires_in_ms: Option<i64>,
+    /// How long ago it was last heard from, milliseconds.
+    pub last_seen_ms: i64,
+}
 
 /// Why the store failed. Every variant is fatal for the operation; the caller decides
 /// whether that is fatal for the process.
@@ -71,6 +89,15 @@ pub enum StoreError {
     /// A PostgreSQL statement failed (the connection is recycled; the caller retries).
     #[error("state store error: {0}")]
     Postgres(String),
+    /// This replica no longer holds a shard the commit touches (its lease expired or
+    /// changed hands): nothing was written. The shard's new holder polls it again.
+    #[error(
+        "commit refused: this replica no longer holds shards {shards} (its lease expired or was taken over); nothing was written"
+    )]
+    Fenced {
+        /// The shards refused, as `[1,5]`.
+        shards: String,
+    },
     /// The directory could not be created.
     #[error("cannot create the state directory {}: {source}", path.display())]
     Directory {
@@ -198,13 +225,45 @@ pub trait Backend: Send {
     /// The stored detail of an item, as JSON text.
     fn detail(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Writes item updates and new events in one transaction: either all of it is durable
-    /// or none of it is. `details` pairs an item key with its new detail JSON.
+    /// or none of it is. `details` pairs an item key with its new detail JSON. `creates`
+    /// are items of shards this process does not hold: each is created if absent and never
+    /// changed. On PostgreSQL the commit is fenced: it is refused whole
+    /// ([`StoreError::Fenced`]) when this replica no longer holds a shard of `items` or
+    /// `events`.
     fn commit(
         &mut self,
         items: &[ItemRow],
         details: &[(String, String)],
         events: &[OutboxEvent],
+        creates: &[ItemRow],
     ) -> Result<(), StoreError>;
+    /// Calls `f` with every item of the shards in `shards`, one row at a time.
+    fn for_each_item_in(&self, shards: ShardSet, f: &mut dyn FnMut(ItemRow)) -> Result<(), StoreError> {
+        self.for_each_item(&mut |row| {
+            if shards.contains(shard_of(&row.subject)) {
+                f(row);
+            }
+        })
+    }
+    /// The newest item sequence number (0 where items are not numbered): items created
+    /// after it are found by [`Backend::items_created_after`].
+    fn last_item_created(&self) -> Result<i64, StoreError> {
+        Ok(0)
+    }
+    /// Items of `shards` created after the sequence number `after` (by another replica),
+    /// and the newest sequence number seen.
+    fn items_created_after(&self, after: i64, _shards: ShardSet) -> Result<(i64, Vec<ItemRow>), StoreError> {
+        Ok((after, Vec::new()))
+    }
+    /// Up to `limit` events after `seq` of one shard (all shards with `None`), in order.
+    fn outbox_after_in(&self, seq: i64, limit: usize, shard: Option<u16>) -> Result<Vec<OutboxRow>, StoreError> {
+        let _ = shard;
+        self.outbox_after(seq, limit)
+    }
+    /// The replicas sharing the store and the shards each holds (empty on SQLite).
+    fn replicas(&self) -> Result<Vec<ReplicaRow>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Active items whose status can still change (list targets excluded).
     fn pending_items(&self) -> Result<i64, StoreError>;
 

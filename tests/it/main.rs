@@ -7,6 +7,7 @@ mod callbacks;
 mod check_command;
 mod cli;
 mod client_against_sim;
+mod cluster;
 mod daemon;
 mod decoding;
 mod demo_command;

@@ -263,37 +263,6 @@ pub fn pool(pg: &PostgresConfig) -> Result<(Pool, ConnectSpec), StoreError> {
     Ok((pool, spec))
 }
 
-/// A single connection outside the pool, for a lock that lives as long as the connection.
-pub async fn connect_one(
-    spec: &ConnectSpec,
-    config: tokio_postgres::Config,
-) -> Result<tokio_postgres::Client, StoreError> {
-    let fail = |e: tokio_postgres::Error| StoreError::Connect {
-        store: spec.display.clone(),
-        reason: describe(&e),
-    };
-    let client = match &spec.tls {
-        Tls::Disable => {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await.map_err(fail)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            client
-        }
-        Tls::Enabled { verify, .. } => {
-            let (client, connection) = config
-                .connect(tls_connector(verify, &spec.display)?)
-                .await
-                .map_err(fail)?;
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            client
-        }
-    };
-    Ok(client)
-}
-
 /// A driver error as one line: the server's own message and SQLSTATE when it sent one.
 pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {

@@ -9,7 +9,8 @@
 pub const MIGRATION_LOCK: i64 = 0x6e63_7077_6174_6331;
 
 /// Every migration, oldest first.
-pub const ALL: &[&str] = &["
+pub const ALL: &[&str] = &[
+    "
     CREATE TABLE items (
         key            TEXT PRIMARY KEY,
         kind           TEXT NOT NULL,
@@ -102,4 +103,39 @@ pub const ALL: &[&str] = &["
         value      TEXT NOT NULL,
         updated_ms BIGINT NOT NULL
     );
-"];
+",
+    // Version 2: shards and leases (SPEC §9). Items and events carry their shard (filled
+    // in by `PgStore::open` for rows written before); items a sequence number, so a
+    // replica finds the items other replicas create in its shards; one lease per shard.
+    "
+    ALTER TABLE items ADD COLUMN shard INTEGER;
+    ALTER TABLE items ADD COLUMN created BIGSERIAL;
+    CREATE INDEX items_shard_created ON items (shard, created);
+    ALTER TABLE outbox ADD COLUMN shard INTEGER;
+    CREATE INDEX outbox_shard_seq ON outbox (shard, seq);
+    CREATE TABLE leases (
+        shard       INTEGER PRIMARY KEY,
+        holder      TEXT,
+        epoch       BIGINT NOT NULL DEFAULT 0,
+        expires_at  TIMESTAMPTZ,
+        acquired_at TIMESTAMPTZ
+    );
+    INSERT INTO leases (shard) SELECT generate_series(0, 15);
+    CREATE TABLE replicas (
+        id         TEXT PRIMARY KEY,
+        instance   TEXT NOT NULL,
+        host       TEXT NOT NULL,
+        pid        BIGINT NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL,
+        seen_at    TIMESTAMPTZ NOT NULL
+    );
+    CREATE TABLE round_parts (
+        request  BIGINT NOT NULL,
+        holder   TEXT NOT NULL,
+        shards   BIGINT NOT NULL,
+        last_seq BIGINT NOT NULL,
+        report   TEXT NOT NULL,
+        PRIMARY KEY (request, holder)
+    );
+",
+];

@@ -7,9 +7,11 @@
 //! alone would allow).
 
 mod connect;
+mod lease;
 mod migrations;
 
 pub use connect::{ConnectSpec, Tls, Verify, parse_url};
+pub use lease::{Fence, Leases, Member, ReplicaView, set_fence};
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -19,14 +21,15 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::*;
+use crate::cluster::{ShardSet, shard_of};
 use crate::config::PostgresConfig;
 
-/// The advisory lock every outbox append holds until it commits (`ncpoutbx`).
+/// The advisory lock every commit that writes items or events holds until it commits
+/// (`ncpoutbx`): outbox positions and item sequence numbers follow commit order.
 const OUTBOX_LOCK: i64 = 0x6e63_706f_7574_6278;
 
-/// The advisory lock of the one writer (`ncpwritr`), held on a connection of its own for
-/// the writer's whole life; the server drops it when that connection goes.
-const WRITER_LOCK: i64 = 0x6e63_7077_7269_7472;
+/// Replicas not heard from for this long are no longer listed by `status`.
+const REPLICAS_SHOWN_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Rows read per round trip when walking a whole table.
 const PAGE: i64 = 1000;
@@ -98,7 +101,48 @@ impl PgStore {
             tx.commit().await?;
             Ok(())
         })?;
+        store.place_unplaced()?;
         Ok(store)
+    }
+
+    /// Gives every item and event written before shards existed (schema version 1) its
+    /// shard, a page at a time.
+    fn place_unplaced(&self) -> Result<(), StoreError> {
+        loop {
+            let rows = self.query(
+                "SELECT key, subject FROM items WHERE shard IS NULL LIMIT 1000",
+                vec![],
+                |r| (r.get::<_, String>(0), r.get::<_, String>(1)),
+            )?;
+            if rows.is_empty() {
+                break;
+            }
+            let (keys, shards): (Vec<String>, Vec<i32>) =
+                rows.into_iter().map(|(k, s)| (k, i32::from(shard_of(&s)))).unzip();
+            self.execute(
+                "UPDATE items SET shard = u.shard FROM unnest($1::text[], $2::int[]) AS u(key, shard) \
+                 WHERE items.key = u.key",
+                vec![p(keys), p(shards)],
+            )?;
+        }
+        loop {
+            let rows = self.query(
+                "SELECT seq, subject FROM outbox WHERE shard IS NULL LIMIT 1000",
+                vec![],
+                |r| (r.get::<_, i64>(0), r.get::<_, String>(1)),
+            )?;
+            if rows.is_empty() {
+                break;
+            }
+            let (seqs, shards): (Vec<i64>, Vec<i32>) =
+                rows.into_iter().map(|(q, s)| (q, i32::from(shard_of(&s)))).unzip();
+            self.execute(
+                "UPDATE outbox SET shard = u.shard FROM unnest($1::bigint[], $2::int[]) AS u(seq, shard) \
+                 WHERE outbox.seq = u.seq",
+                vec![p(seqs), p(shards)],
+            )?;
+        }
+        Ok(())
     }
 
     /// Opens the store for commands that only read: it never creates or migrates.
@@ -281,12 +325,13 @@ fn attempts(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-/// The one writer of a PostgreSQL store: a session advisory lock on a connection of its
-/// own. The server releases it when the connection goes, so a writer killed with `kill -9`
-/// leaves nothing behind.
+/// `once` on a cluster store with no replica running: it takes every shard's lease for
+/// its run (renewed by a thread of its own), so a replica starting meanwhile waits for
+/// them instead of polling beside it. Dropping it hands the shards back.
 pub struct WriterLock {
-    /// Held open for the lock's life.
-    _client: tokio_postgres::Client,
+    leases: std::sync::Arc<Leases>,
+    me: Member,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for WriterLock {
@@ -295,39 +340,54 @@ impl std::fmt::Debug for WriterLock {
     }
 }
 
+/// How long `once`'s leases last between its renewals (every second).
+const SOLO_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl WriterLock {
-    /// Takes the writer lock without waiting; a refusal names the holder (its pid and host).
+    /// Takes every shard, or is refused ([`LockError::Held`]) naming a live replica.
     pub fn acquire(pg: &PostgresConfig) -> Result<Self, StoreError> {
-        let spec = connect::spec(pg)?;
-        let mut config = connect::with_password(&spec, pg)?;
-        let host = gethostname::gethostname().to_string_lossy().into_owned();
-        config.application_name(format!("ncp-watchd pid {} on {host}", std::process::id()));
-        let store = spec.display.clone();
-        connect::block(async move {
-            let client = connect::connect_one(&spec, config).await?;
-            let pg = |e: tokio_postgres::Error| StoreError::Postgres(connect::describe(&e));
-            let got: bool = client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
-                .await
-                .map_err(pg)?
-                .get(0);
-            if got {
-                return Ok(Self { _client: client });
+        let leases = Leases::open(pg)?;
+        let store = leases.describe();
+        let holder_of = |m: &Member| format!("replica {} (pid {} on {})", m.instance, m.pid, m.host);
+        if let Some(m) = leases.live(SOLO_LEASE_TTL)?.first() {
+            return Err(StoreError::Locked(LockError::Held {
+                store,
+                holder: Some(holder_of(m)),
+            }));
+        }
+        let me = crate::cluster::member("once");
+        let got = leases.acquire(&me.id, crate::cluster::SHARDS, SOLO_LEASE_TTL)?;
+        if got.len() < usize::from(crate::cluster::SHARDS) {
+            leases.release(&me.id, ShardSet::of(got.keys().copied()))?;
+            return Err(StoreError::Locked(LockError::Held { store, holder: None }));
+        }
+        set_fence(Some(Fence {
+            holder: me.id.clone(),
+            held: got.clone(),
+            draining: HashMap::new(),
+        }));
+        let leases = std::sync::Arc::new(leases);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (renewer, halt, id) = (leases.clone(), stop.clone(), me.id.clone());
+        std::thread::spawn(move || {
+            while !halt.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(crate::cluster::TICK);
+                if let Err(e) = renewer.renew(&id, &got, SOLO_LEASE_TTL) {
+                    tracing::warn!(error = %e, "cannot renew the leases of this run");
+                }
             }
-            // A bigint advisory key shows in pg_locks as its high and low halves.
-            let (high, low) = ((WRITER_LOCK >> 32) as u32, WRITER_LOCK as u32);
-            let holder: Option<String> = client
-                .query_opt(
-                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                     WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1 AND l.objid = $2 LIMIT 1",
-                    &[&high, &low],
-                )
-                .await
-                .map_err(pg)?
-                .map(|r| r.get::<_, String>(0))
-                .map(|name| name.trim_start_matches("ncp-watchd ").to_string());
-            Err(StoreError::Locked(LockError::Held { store, holder }))
-        })?
+        });
+        Ok(Self { leases, me, stop })
+    }
+}
+
+impl Drop for WriterLock {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        set_fence(None);
+        if let Err(e) = self.leases.release(&self.me.id, ShardSet::all()) {
+            tracing::warn!(error = %e, "cannot hand the shards back; they are free once their leases expire");
+        }
     }
 }
 
@@ -361,6 +421,78 @@ impl Backend for PgStore {
         self.scalar("SELECT COUNT(*) FROM items", vec![])
     }
 
+    fn for_each_item_in(&self, shards: ShardSet, f: &mut dyn FnMut(ItemRow)) -> Result<(), StoreError> {
+        let list: Vec<i32> = shards.iter().map(i32::from).collect();
+        let mut after = String::new();
+        loop {
+            let page = self.query(
+                "SELECT key, kind, subject, watch, params, origin, active, status, percent, terminal, \
+                 next_due_ms, failures, failing, last_error, last_polled_ms, last_change_ms, since_ms, stalled, changed_at_ms \
+                 FROM items WHERE key > $1 AND shard = ANY($3) ORDER BY key LIMIT $2",
+                vec![p(after.clone()), p(PAGE), p(list.clone())],
+                item_from_row,
+            )?;
+            let full = page.len() as i64 == PAGE;
+            for row in page {
+                after.clone_from(&row.key);
+                f(row);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    fn last_item_created(&self) -> Result<i64, StoreError> {
+        self.scalar("SELECT COALESCE(MAX(created), 0) FROM items", vec![])
+    }
+
+    fn items_created_after(&self, after: i64, shards: ShardSet) -> Result<(i64, Vec<ItemRow>), StoreError> {
+        let list: Vec<i32> = shards.iter().map(i32::from).collect();
+        // Commits that create items hold the commit lock while they take numbers, so
+        // numbers become visible in order: nothing below the newest seen can appear later.
+        let rows = self.query(
+            "SELECT key, kind, subject, watch, params, origin, active, status, percent, terminal, \
+             next_due_ms, failures, failing, last_error, last_polled_ms, last_change_ms, since_ms, stalled, changed_at_ms, created \
+             FROM items WHERE created > $1 ORDER BY created LIMIT 5000",
+            vec![p(after)],
+            |r| (item_from_row(r), r.get::<_, i64>(19)),
+        )?;
+        let newest = rows.last().map_or(after, |(_, c)| *c);
+        Ok((
+            newest,
+            rows.into_iter()
+                .map(|(row, _)| row)
+                .filter(|row| list.contains(&i32::from(shard_of(&row.subject))))
+                .collect(),
+        ))
+    }
+
+    fn outbox_after_in(&self, seq: i64, limit: usize, shard: Option<u16>) -> Result<Vec<OutboxRow>, StoreError> {
+        match shard {
+            None => self.outbox_after(seq, limit),
+            Some(shard) => self.query(
+                "SELECT seq, id, type, subject, body, created_ms FROM outbox WHERE shard = $3 AND seq > $1 ORDER BY seq LIMIT $2",
+                vec![p(seq), p(limit as i64), p(i32::from(shard))],
+                outbox_from_row,
+            ),
+        }
+    }
+
+    fn replicas(&self) -> Result<Vec<ReplicaRow>, StoreError> {
+        Ok(lease::replicas(self, REPLICAS_SHOWN_FOR)?
+            .into_iter()
+            .map(|r| ReplicaRow {
+                instance: r.member.instance,
+                host: r.member.host,
+                pid: r.member.pid,
+                shards: r.shards.iter().collect(),
+                lease_expires_in_ms: r.lease_expires_in_ms,
+                last_seen_ms: r.seen_ms_ago,
+            })
+            .collect())
+    }
+
     fn items(&self) -> Result<Vec<ItemRow>, StoreError> {
         self.query(
             "SELECT key, kind, subject, watch, params, origin, active, status, percent, terminal, \
@@ -388,64 +520,93 @@ impl Backend for PgStore {
         items: &[ItemRow],
         details: &[(String, String)],
         events: &[OutboxEvent],
+        creates: &[ItemRow],
     ) -> Result<(), StoreError> {
         let items = items.to_vec();
         let details = details.to_vec();
         let events = events.to_vec();
+        let creates = creates.to_vec();
+        let fence = lease::fence();
         self.run(move |mut c| async move {
             let tx = c.transaction().await?;
-            if !events.is_empty() {
+            if !events.is_empty() || !items.is_empty() || !creates.is_empty() {
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK]).await?;
+            }
+            if let Some(fence) = &fence {
+                // Every shard whose state or events this commit writes must still be ours.
+                let touched = ShardSet::of(
+                    items
+                        .iter()
+                        .map(|i| shard_of(&i.subject))
+                        .chain(events.iter().map(|e| shard_of(&e.subject))),
+                );
+                lease::check(&tx, fence, touched, false).await?;
             }
             let upsert = tx
                 .prepare_cached(&format!(
-                    "INSERT INTO items ({ITEM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+                    "INSERT INTO items ({ITEM_COLUMNS}, shard) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
                      ON CONFLICT (key) DO UPDATE SET kind = EXCLUDED.kind, subject = EXCLUDED.subject, watch = EXCLUDED.watch, \
                      params = EXCLUDED.params, origin = EXCLUDED.origin, active = EXCLUDED.active, status = EXCLUDED.status, \
                      percent = EXCLUDED.percent, terminal = EXCLUDED.terminal, next_due_ms = EXCLUDED.next_due_ms, \
                      failures = EXCLUDED.failures, failing = EXCLUDED.failing, last_error = EXCLUDED.last_error, \
                      last_polled_ms = EXCLUDED.last_polled_ms, last_change_ms = EXCLUDED.last_change_ms, \
-                     since_ms = EXCLUDED.since_ms, stalled = EXCLUDED.stalled, changed_at_ms = EXCLUDED.changed_at_ms"
+                     since_ms = EXCLUDED.since_ms, stalled = EXCLUDED.stalled, changed_at_ms = EXCLUDED.changed_at_ms, \
+                     shard = EXCLUDED.shard"
                 ))
                 .await?;
-            for i in &items {
-                let failures = i64::from(i.failures);
-                tx.execute(
-                    &upsert,
-                    &[
-                        &i.key,
-                        &i.kind,
-                        &i.subject,
-                        &i.watch,
-                        &i.params,
-                        &i.origin,
-                        &i.active,
-                        &i.status,
-                        &i.percent,
-                        &i.terminal,
-                        &i.next_due_ms,
-                        &failures,
-                        &i.failing,
-                        &i.last_error,
-                        &i.last_polled_ms,
-                        &i.last_change_ms,
-                        &i.since_ms,
-                        &i.stalled,
-                        &i.changed_at_ms,
-                    ],
-                )
+            // Items made for another replica's shard (an asset a project list found, a
+            // watch of the config): created if absent, never changed.
+            let create = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO items ({ITEM_COLUMNS}, shard) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
+                     ON CONFLICT (key) DO NOTHING"
+                ))
                 .await?;
+            for (statement, rows) in [(&upsert, &items), (&create, &creates)] {
+                for i in rows {
+                    let failures = i64::from(i.failures);
+                    let shard = i32::from(shard_of(&i.subject));
+                    tx.execute(
+                        statement,
+                        &[
+                            &i.key,
+                            &i.kind,
+                            &i.subject,
+                            &i.watch,
+                            &i.params,
+                            &i.origin,
+                            &i.active,
+                            &i.status,
+                            &i.percent,
+                            &i.terminal,
+                            &i.next_due_ms,
+                            &failures,
+                            &i.failing,
+                            &i.last_error,
+                            &i.last_polled_ms,
+                            &i.last_change_ms,
+                            &i.since_ms,
+                            &i.stalled,
+                            &i.changed_at_ms,
+                            &shard,
+                        ],
+                    )
+                    .await?;
+                }
             }
             let detail = tx.prepare_cached("UPDATE items SET detail = $2 WHERE key = $1").await?;
             for (key, json) in &details {
                 tx.execute(&detail, &[key, json]).await?;
             }
             let insert = tx
-                .prepare_cached("INSERT INTO outbox (id, type, subject, created_ms, body) VALUES ($1, $2, $3, $4, $5)")
+                .prepare_cached(
+                    "INSERT INTO outbox (id, type, subject, created_ms, body, shard) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
                 .await?;
             let now = now_ms();
             for e in &events {
-                tx.execute(&insert, &[&e.id, &e.event_type, &e.subject, &now, &e.body])
+                let shard = i32::from(shard_of(&e.subject));
+                tx.execute(&insert, &[&e.id, &e.event_type, &e.subject, &now, &e.body, &shard])
                     .await?;
             }
             tx.commit().await?;
@@ -461,34 +622,30 @@ impl Backend for PgStore {
     }
 
     fn prune_outbox(&mut self, cursors: &[String], older_than_ms: i64, batch: usize) -> Result<usize, StoreError> {
-        let passed: i64 = if cursors.is_empty() {
-            self.last_seq()?
-        } else {
-            let lowest: Option<i64> = self.scalar(
-                "SELECT MIN(last_seq) FROM sink_cursors WHERE sink = ANY($1)",
-                vec![p(cursors.to_vec())],
-            )?;
-            // A sink without a cursor has not started: it holds back nothing it would read.
-            match lowest {
-                Some(seq) => seq,
-                None => self.last_seq()?,
-            }
-        };
+        // An event may go once every sink has passed it: the sink's cursor of the event's
+        // shard on a cluster (`webhook:NAME#3`), or else the sink's own. A sink without a
+        // cursor has not started: it holds back nothing it would read.
         let deleted = self.execute(
             "DELETE FROM outbox WHERE seq IN (
-                 SELECT seq FROM outbox
-                 WHERE seq <= $1 AND created_ms < $2
-                   AND seq NOT IN (SELECT seq FROM dead_letters)
-                   AND seq NOT IN (SELECT seq FROM webhook_retry)
-                   AND seq NOT IN (SELECT seq FROM webhook_replay)
-                 ORDER BY seq LIMIT $3)",
-            vec![p(passed), p(older_than_ms), p(batch as i64)],
+                 SELECT o.seq FROM outbox o
+                 WHERE o.created_ms < $2
+                   AND NOT EXISTS (
+                       SELECT 1 FROM unnest($1::text[]) AS s(name)
+                       WHERE COALESCE(
+                           (SELECT last_seq FROM sink_cursors WHERE sink = s.name || '#' || o.shard),
+                           (SELECT last_seq FROM sink_cursors WHERE sink = s.name),
+                           o.seq) < o.seq)
+                   AND o.seq NOT IN (SELECT seq FROM dead_letters)
+                   AND o.seq NOT IN (SELECT seq FROM webhook_retry)
+                   AND o.seq NOT IN (SELECT seq FROM webhook_replay)
+                 ORDER BY o.seq LIMIT $3)",
+            vec![p(cursors.to_vec()), p(older_than_ms), p(batch as i64)],
         )?;
         if deleted > 0 {
-            // Progress records below every cursor say nothing any more.
+            // Progress records of events gone say nothing any more.
             self.execute(
-                "DELETE FROM webhook_done WHERE seq <= $1 AND seq NOT IN (SELECT seq FROM outbox)",
-                vec![p(passed)],
+                "DELETE FROM webhook_done WHERE seq < (SELECT COALESCE(MIN(seq), 9223372036854775807) FROM outbox)",
+                vec![],
             )?;
         }
         Ok(deleted as usize)
@@ -526,12 +683,17 @@ impl Backend for PgStore {
 
     fn cursor(&mut self, sink: &str) -> Result<i64, StoreError> {
         let sink = sink.to_string();
+        // A shard's part of a sink starts where the whole sink was (a store that ran
+        // before shards), or else at the end of the outbox like any new sink.
+        let base = split_shard_sink(&sink).0.to_string();
         self.run(move |c| async move {
             // Two processes may meet a new sink at once: the first insert wins, both read it.
             c.execute(
-                "INSERT INTO sink_cursors (sink, last_seq) SELECT $1, COALESCE(MAX(seq), 0) FROM outbox \
+                "INSERT INTO sink_cursors (sink, last_seq) SELECT $1, \
+                   COALESCE((SELECT last_seq FROM sink_cursors WHERE sink = $2 AND $2 <> $1), \
+                            (SELECT COALESCE(MAX(seq), 0) FROM outbox)) \
                  ON CONFLICT (sink) DO NOTHING",
-                &[&sink],
+                &[&sink, &base],
             )
             .await?;
             Ok(
@@ -552,11 +714,19 @@ impl Backend for PgStore {
     }
 
     fn set_cursor(&mut self, sink: &str, seq: i64) -> Result<(), StoreError> {
-        self.execute(
-            "UPDATE sink_cursors SET last_seq = $2 WHERE sink = $1",
-            vec![p(sink.to_string()), p(seq)],
-        )?;
-        Ok(())
+        let sink = sink.to_string();
+        let fence = lease::fence();
+        self.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            // A shard's sink records progress only while this replica holds the shard.
+            if let (Some(fence), (_, Some(shard))) = (&fence, split_shard_sink(&sink)) {
+                lease::check(&tx, fence, ShardSet::of([shard]), true).await?;
+            }
+            tx.execute("UPDATE sink_cursors SET last_seq = $2 WHERE sink = $1", &[&sink, &seq])
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     fn request_round(&mut self) -> Result<i64, StoreError> {
@@ -577,17 +747,46 @@ impl Backend for PgStore {
 
     fn finish_round(&mut self, id: i64, failures: &[String]) -> Result<(), StoreError> {
         let last = self.last_seq()?;
-        self.execute(
-            "UPDATE poll_requests SET done_ms = $2, last_seq = $3, failures = $4, report = $5 WHERE id = $1",
-            vec![
-                p(id),
-                p(now_ms()),
-                p(last),
-                p(failures.len() as i64),
-                p(failures.join("\n")),
-            ],
-        )?;
-        Ok(())
+        let report = failures.join("\n");
+        let Some(fence) = lease::fence() else {
+            self.execute(
+                "UPDATE poll_requests SET done_ms = $2, last_seq = $3, failures = $4, report = $5 WHERE id = $1",
+                vec![p(id), p(now_ms()), p(last), p(failures.len() as i64), p(report)],
+            )?;
+            return Ok(());
+        };
+        // On a cluster each replica polls its own shards: the round is done when the parts
+        // recorded cover every shard.
+        let mask = ShardSet::of(fence.held.keys().copied());
+        let all = ShardSet::all();
+        let holder = fence.holder.clone();
+        self.run(move |mut c| async move {
+            let tx = c.transaction().await?;
+            tx.execute(
+                "INSERT INTO round_parts (request, holder, shards, last_seq, report) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (request, holder) DO UPDATE SET shards = EXCLUDED.shards, last_seq = EXCLUDED.last_seq, report = EXCLUDED.report",
+                &[&id, &holder, &mask.bits(), &last, &report],
+            )
+            .await?;
+            let row = tx
+                .query_one(
+                    "SELECT COALESCE(bit_or(shards), 0), COALESCE(MAX(last_seq), 0), \
+                       COALESCE(string_agg(NULLIF(report, ''), E'\\n'), '') FROM round_parts WHERE request = $1",
+                    &[&id],
+                )
+                .await?;
+            let (covered, last, report): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+            if covered & all.bits() == all.bits() {
+                let failures = report.lines().filter(|l| !l.is_empty()).count() as i64;
+                tx.execute(
+                    "UPDATE poll_requests SET done_ms = $2, last_seq = $3, failures = $4, report = $5 WHERE id = $1",
+                    &[&id, &now_ms(), &last, &failures, &report],
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     fn round(&self, id: i64) -> Result<Option<RoundReport>, StoreError> {
@@ -733,8 +932,14 @@ impl Backend for PgStore {
     fn record_deliveries(&mut self, sink: &str, outcomes: &[Outcome], cursor: i64) -> Result<(), StoreError> {
         let sink = sink.to_string();
         let outcomes = outcomes.to_vec();
+        let fence = lease::fence();
         self.run(move |mut c| async move {
             let tx = c.transaction().await?;
+            // A shard's sink records progress only while this replica holds the shard: a
+            // replica paused past its lease cannot move a cursor its successor relies on.
+            if let (Some(fence), (_, Some(shard))) = (&fence, split_shard_sink(&sink)) {
+                lease::check(&tx, fence, ShardSet::of([shard]), true).await?;
+            }
             let done = tx
                 .prepare_cached("INSERT INTO webhook_done (sink, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .await?;
@@ -891,39 +1096,67 @@ impl Backend for PgStore {
     }
 
     fn sink_summaries(&self) -> Result<Vec<SinkSummary>, StoreError> {
-        let last = self.last_seq()?;
-        self.query(
-            "SELECT c.sink, c.last_seq, \
+        // On a cluster a sink has one cursor per shard (`webhook:NAME#3`): each counts
+        // the events of its shard, and the parts add up to the sink.
+        let rows = self.query(
+            "SELECT c.sink, \
+               CASE WHEN c.sink ~ '#[0-9]+$' \
+                 THEN (SELECT COUNT(*) FROM outbox o WHERE o.seq > c.last_seq \
+                         AND o.shard = substring(c.sink from '#([0-9]+)$')::int) \
+                 ELSE GREATEST((SELECT COALESCE(MAX(seq), 0) FROM outbox) - c.last_seq, 0) END, \
                (SELECT COUNT(*) FROM webhook_retry r WHERE r.sink = substr(c.sink, 9)), \
                (SELECT COUNT(*) FROM dead_letters d WHERE d.sink = substr(c.sink, 9)), \
                (SELECT reason FROM sink_pauses s WHERE s.sink = substr(c.sink, 9)), \
-               (SELECT MIN(o.created_ms) FROM outbox o WHERE o.seq > c.last_seq) \
+               CASE WHEN c.sink ~ '#[0-9]+$' \
+                 THEN (SELECT MIN(o.created_ms) FROM outbox o WHERE o.seq > c.last_seq \
+                         AND o.shard = substring(c.sink from '#([0-9]+)$')::int) \
+                 ELSE (SELECT MIN(o.created_ms) FROM outbox o WHERE o.seq > c.last_seq) END \
              FROM sink_cursors c ORDER BY c.sink",
             vec![],
             |r| {
                 (
                     r.get::<_, String>(0),
                     r.get::<_, i64>(1),
-                    r.get(2),
-                    r.get(3),
-                    r.get(4),
-                    r.get(5),
+                    r.get::<_, i64>(2),
+                    r.get::<_, i64>(3),
+                    r.get::<_, Option<String>>(4),
+                    r.get::<_, Option<i64>>(5),
                 )
             },
-        )
-        .map(|rows| {
-            rows.into_iter()
-                .map(
-                    |(cursor_name, cursor, retrying, dead_letters, paused, oldest_pending_ms)| SinkSummary {
-                        cursor_name,
-                        behind: last - cursor,
-                        retrying,
-                        dead_letters,
-                        paused,
-                        oldest_pending_ms,
-                    },
-                )
-                .collect()
-        })
+        )?;
+        let mut summaries: Vec<SinkSummary> = Vec::new();
+        let sharded: HashSet<String> = rows
+            .iter()
+            .filter(|r| split_shard_sink(&r.0).1.is_some())
+            .map(|r| split_shard_sink(&r.0).0.to_string())
+            .collect();
+        for (name, behind, retrying, dead_letters, paused, oldest) in rows {
+            let (base, shard) = split_shard_sink(&name);
+            // A sink's pre-shard cursor says nothing once its shards have their own.
+            if shard.is_none() && sharded.contains(base) {
+                continue;
+            }
+            match summaries.iter_mut().find(|s| s.cursor_name == base) {
+                Some(s) => {
+                    s.behind += behind;
+                    s.retrying += retrying;
+                    s.dead_letters += dead_letters;
+                    s.paused = s.paused.take().or(paused);
+                    s.oldest_pending_ms = match (s.oldest_pending_ms, oldest) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                None => summaries.push(SinkSummary {
+                    cursor_name: base.to_string(),
+                    behind,
+                    retrying,
+                    dead_letters,
+                    paused,
+                    oldest_pending_ms: oldest,
+                }),
+            }
+        }
+        Ok(summaries)
     }
 }

@@ -210,6 +210,31 @@ impl SqliteStore {
     }
 }
 
+/// An item's columns, in `ITEM_COLUMNS` order.
+fn item_params(i: &ItemRow) -> rusqlite::ParamsFromIter<[&dyn rusqlite::ToSql; 19]> {
+    rusqlite::params_from_iter([
+        &i.key,
+        &i.kind,
+        &i.subject,
+        &i.watch,
+        &i.params,
+        &i.origin,
+        &i.active,
+        &i.status,
+        &i.percent,
+        &i.terminal,
+        &i.next_due_ms,
+        &i.failures,
+        &i.failing,
+        &i.last_error,
+        &i.last_polled_ms,
+        &i.last_change_ms,
+        &i.since_ms,
+        &i.stalled,
+        &i.changed_at_ms,
+    ])
+}
+
 impl Backend for SqliteStore {
     fn describe(&self) -> String {
         self.path.display().to_string()
@@ -256,6 +281,7 @@ impl Backend for SqliteStore {
         items: &[ItemRow],
         details: &[(String, String)],
         events: &[OutboxEvent],
+        creates: &[ItemRow],
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
@@ -268,28 +294,14 @@ impl Backend for SqliteStore {
                  last_polled_ms = excluded.last_polled_ms, last_change_ms = excluded.last_change_ms, \
                  since_ms = excluded.since_ms, stalled = excluded.stalled, changed_at_ms = excluded.changed_at_ms"
             ))?;
+            let mut create = tx.prepare_cached(&format!(
+                "INSERT OR IGNORE INTO items ({ITEM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+            ))?;
             for i in items {
-                upsert.execute(params![
-                    i.key,
-                    i.kind,
-                    i.subject,
-                    i.watch,
-                    i.params,
-                    i.origin,
-                    i.active,
-                    i.status,
-                    i.percent,
-                    i.terminal,
-                    i.next_due_ms,
-                    i.failures,
-                    i.failing,
-                    i.last_error,
-                    i.last_polled_ms,
-                    i.last_change_ms,
-                    i.since_ms,
-                    i.stalled,
-                    i.changed_at_ms
-                ])?;
+                upsert.execute(item_params(i))?;
+            }
+            for i in creates {
+                create.execute(item_params(i))?;
             }
             let mut detail = tx.prepare_cached("UPDATE items SET detail = ?2 WHERE key = ?1")?;
             for (key, json) in details {
@@ -795,7 +807,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
         let events: Vec<OutboxEvent> = (1..=10).map(event).collect();
-        store.commit(&[], &[], &events).unwrap();
+        store.commit(&[], &[], &events, &[]).unwrap();
         store.set_cursor_at("log:a", 8).unwrap();
         store.set_cursor_at("webhook:b", 6).unwrap();
         store
@@ -818,7 +830,7 @@ mod tests {
         let last = store.last_seq().unwrap();
         assert_eq!(last, 10);
         store.prune_outbox(&["log:a".to_string()], later, 100).unwrap();
-        store.commit(&[], &[], &[event(11)]).unwrap();
+        store.commit(&[], &[], &[event(11)], &[]).unwrap();
         assert_eq!(store.last_seq().unwrap(), 11);
     }
 }

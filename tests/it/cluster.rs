@@ -1,0 +1,486 @@
+//! Replicas sharing one PostgreSQL store (SPEC §9), on a real server the test starts:
+//! kill -9 of replicas while items change, a replica frozen past its lease, a replica
+//! joining, one quota shared by three, and the fence itself at the store.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Daemon, config_text, read_events, set_import, sim_with, summary, transition};
+use crate::pg;
+use ncp_watchd::cluster::{SHARDS, ShardSet, shard_of};
+use ncp_watchd::store::postgres::{Fence, Leases, set_fence};
+use ncp_watchd::store::{ItemRow, OutboxEvent, Store, StoreError};
+
+/// Fast polls, short leases, and a log sink per replica.
+fn cluster_config(sim_url: &str, server: &pg::PgServer, assets: usize, extra: &str) -> String {
+    let mut watches = String::new();
+    for i in 1..=assets {
+        watches.push_str(&format!(
+            "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{i}\"\n"
+        ));
+    }
+    config_text(
+        sim_url,
+        extra,
+        &format!(
+            "{watches}\n[poll]\ninterval = \"100ms\"\ndiscovery_interval = \"300ms\"\nmax_backoff = \"300ms\"\n\n\
+             [[sink.log]]\npath = \"events.jsonl\"\n\n[cluster]\nlease_ttl = \"3s\"\n\n{}",
+            server.state_toml()
+        ),
+    )
+}
+
+fn scenario(assets: usize) -> String {
+    (1..=assets)
+        .map(|i| {
+            format!(
+                "[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"S0\" }}]\n"
+            )
+        })
+        .collect()
+}
+
+/// How many unexpired leases each holder has, read from the database.
+fn holdings(server: &pg::PgServer) -> Vec<u16> {
+    // Nothing is held before the first replica has made the schema.
+    if server
+        .sql_in("ncp_watchd", "SELECT to_regclass('leases') IS NOT NULL")
+        .trim()
+        != "t"
+    {
+        return Vec::new();
+    }
+    let out = server.sql_in(
+        "ncp_watchd",
+        "SELECT COALESCE(string_agg(n::text, ',' ORDER BY n DESC), '') FROM \
+         (SELECT COUNT(*) AS n FROM leases WHERE holder IS NOT NULL AND expires_at > now() GROUP BY holder) h",
+    );
+    out.trim()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+async fn wait_holdings(server: &pg::PgServer, want: &[u16], within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = holdings(server);
+        if now == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "leases held {now:?}, waited for {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The pid of the replica holding `shard`.
+fn holder_pid(server: &pg::PgServer, shard: u16) -> Option<u32> {
+    server
+        .sql_in(
+            "ncp_watchd",
+            &format!(
+                "SELECT r.pid FROM leases l JOIN replicas r ON r.id = l.holder WHERE l.shard = {shard} AND l.expires_at > now()"
+            ),
+        )
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Every committed event, from the outbox.
+fn outbox(server: &pg::PgServer) -> Vec<Value> {
+    let out = server.sql_in(
+        "ncp_watchd",
+        "SELECT COALESCE(json_agg(body::json ORDER BY seq), '[]') FROM outbox",
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+/// Per subject, the outbox holds a chain from first sight to `last`, each link once: no
+/// change lost, none emitted twice.
+fn assert_chains(events: &[Value], subjects: &[String], last: &str) {
+    for s in subjects {
+        let chain: Vec<_> = events
+            .iter()
+            .map(transition)
+            .filter(|t| &t.1 == s && t.0.starts_with("video_asset.import"))
+            .collect();
+        assert!(!chain.is_empty(), "{s} never seen:\n{}", summary(events));
+        assert_eq!(chain[0].2, None, "{s} starts with a first sight:\n{chain:?}");
+        for pair in chain.windows(2) {
+            assert_eq!(
+                pair[1].2.as_deref(),
+                Some(pair[0].3.as_str()),
+                "{s}: a change was lost or emitted twice:\n{chain:?}"
+            );
+        }
+        assert_eq!(chain.last().unwrap().3, last, "{s}: {chain:?}");
+    }
+}
+
+/// Every committed event reached some replica's log sink.
+fn assert_delivered(events: &[Value], replicas: &[&Daemon]) {
+    let mut seen: HashSet<String> = HashSet::new();
+    for r in replicas {
+        for e in read_events(&r.dir.join("events.jsonl")) {
+            seen.insert(e["id"].as_str().unwrap().to_string());
+        }
+    }
+    for e in events {
+        assert!(
+            seen.contains(e["id"].as_str().unwrap()),
+            "event {} ({} {}) was committed but never delivered",
+            e["id"],
+            e["type"],
+            e["subject"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_lose_two_to_kill_9_and_every_change_is_emitted_once_and_delivered() {
+    let Some(server) = pg::start(false) else { return };
+    let assets = 12;
+    let sim = std::sync::Arc::new(sim_with(&scenario(assets), 100_000).await);
+    let config = cluster_config(&sim.url(), &server, assets, "");
+    let mut a = Daemon::start(&config).await;
+    let mut b = Daemon::start(&config).await;
+    let c = Daemon::start(&config).await;
+    wait_holdings(&server, &[6, 5, 5], Duration::from_secs(30)).await;
+
+    // The world changes in the background while replicas die: each asset walks S1, S2, …
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (sim, stop) = (sim.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut step = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                step += 1;
+                for i in 1..=assets {
+                    if fastrand::u8(0..3) == 0 {
+                        set_import(&sim, &i.to_string(), &format!("S{step}"));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(50..150))).await;
+            }
+            for i in 1..=assets {
+                set_import(&sim, &i.to_string(), "COMPLETED");
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.signal("KILL");
+    a.exit_within(Duration::from_secs(5)).await;
+    // The survivors take the dead one's shards once its leases expire (3 s).
+    wait_holdings(&server, &[8, 8], Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    b.signal("KILL");
+    b.exit_within(Duration::from_secs(5)).await;
+    wait_holdings(&server, &[SHARDS], Duration::from_secs(15)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    churn.await.unwrap();
+
+    let subjects: Vec<String> = (1..=assets)
+        .map(|i| format!("workspaces/ws/projects/1/video-assets/{i}"))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events = outbox(&server);
+        let done = subjects.iter().all(|s| {
+            events
+                .iter()
+                .any(|e| e["subject"] == s.as_str() && e["type"] == "video_asset.import.completed")
+        });
+        if done {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every asset completed:\n{}\n{}",
+            summary(&events),
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_chains(&events, &subjects, "COMPLETED");
+    // Delivery: the last replica delivers what it committed and what the dead left behind.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let all_there = {
+            let mut seen = HashSet::new();
+            for r in [&a, &b, &c] {
+                for e in read_events(&r.dir.join("events.jsonl")) {
+                    seen.insert(e["id"].as_str().unwrap().to_string());
+                }
+            }
+            events.iter().all(|e| seen.contains(e["id"].as_str().unwrap()))
+        };
+        if all_there || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_delivered(&events, &[&a, &b, &c]);
+    assert!(!c.log().contains(pg::PASSWORD));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_frozen_past_its_lease_cannot_commit_when_it_wakes_and_nothing_is_repeated() {
+    let Some(server) = pg::start(false) else { return };
+    let assets = 8;
+    let sim = std::sync::Arc::new(sim_with(&scenario(assets), 100_000).await);
+    let config = cluster_config(&sim.url(), &server, assets, "");
+    let a = Daemon::start(&config).await;
+    let b = Daemon::start(&config).await;
+    wait_holdings(&server, &[8, 8], Duration::from_secs(30)).await;
+    let subjects: Vec<String> = (1..=assets)
+        .map(|i| format!("workspaces/ws/projects/1/video-assets/{i}"))
+        .collect();
+    // Freeze the replica holding asset 1's shard: it stops mid-work, leases and all.
+    let shard = shard_of(&subjects[0]);
+    let frozen_pid = holder_pid(&server, shard).expect("the shard has a holder");
+    let (frozen, other) = if a.child.id() == Some(frozen_pid) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let epoch_before: i64 = server
+        .sql_in("ncp_watchd", &format!("SELECT epoch FROM leases WHERE shard = {shard}"))
+        .trim()
+        .parse()
+        .unwrap();
+    frozen.signal("STOP");
+    // While it sleeps the world changes; the other replica takes its shards over.
+    for i in 1..=assets {
+        set_import(&sim, &i.to_string(), "S1");
+    }
+    wait_holdings(&server, &[SHARDS], Duration::from_secs(15)).await;
+    assert_eq!(holder_pid(&server, shard), other.child.id());
+    let epoch_after: i64 = server
+        .sql_in("ncp_watchd", &format!("SELECT epoch FROM leases WHERE shard = {shard}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(epoch_after > epoch_before, "the takeover raised the shard's epoch");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !subjects.iter().all(|s| {
+        outbox(&server)
+            .iter()
+            .any(|e| e["subject"] == s.as_str() && e["data"]["current"] == "S1")
+    }) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", other.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It wakes with polls and results of the old epoch in hand, and a next change to see.
+    for i in 1..=assets {
+        set_import(&sim, &i.to_string(), "COMPLETED");
+    }
+    frozen.signal("CONT");
+    // It notices it lost its leases (or has its stale commit fenced) and rejoins.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !(frozen.log().contains("leases lost") || frozen.log().contains("commit refused")) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", frozen.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_holdings(&server, &[8, 8], Duration::from_secs(20)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let events = outbox(&server);
+        if subjects.iter().all(|s| {
+            events
+                .iter()
+                .any(|e| e["subject"] == s.as_str() && e["type"] == "video_asset.import.completed")
+        }) {
+            break events;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", summary(&events));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_chains(&events, &subjects, "COMPLETED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_joining_get_a_fair_share_of_the_shards_and_changes_still_come_once() {
+    let Some(server) = pg::start(false) else { return };
+    let assets = 6;
+    let sim = sim_with(&scenario(assets), 100_000).await;
+    let config = cluster_config(&sim.url(), &server, assets, "");
+    let first = Daemon::start(&config).await;
+    wait_holdings(&server, &[SHARDS], Duration::from_secs(20)).await;
+    let second = Daemon::start(&config).await;
+    wait_holdings(&server, &[8, 8], Duration::from_secs(20)).await;
+    let third = Daemon::start(&config).await;
+    wait_holdings(&server, &[6, 5, 5], Duration::from_secs(20)).await;
+    for i in 1..=assets {
+        set_import(&sim, &i.to_string(), "COMPLETED");
+    }
+    let subjects: Vec<String> = (1..=assets)
+        .map(|i| format!("workspaces/ws/projects/1/video-assets/{i}"))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let events = outbox(&server);
+        if subjects.iter().all(|s| {
+            events
+                .iter()
+                .any(|e| e["subject"] == s.as_str() && e["type"] == "video_asset.import.completed")
+        }) {
+            break events;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", summary(&events));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_chains(&events, &subjects, "COMPLETED");
+    // A clean stop hands the shards over at once, not after the lease expires.
+    let mut third = third;
+    third.signal("TERM");
+    assert!(
+        third.exit_within(Duration::from_secs(10)).await.success(),
+        "{}",
+        third.log()
+    );
+    wait_holdings(&server, &[8, 8], Duration::from_secs(5)).await;
+    // `status` lists the replicas and their shards.
+    let cfg = first.dir.join("config.toml");
+    let out = crate::helpers::watchd(&["status", "-c", cfg.to_str().unwrap()], &crate::helpers::sim_env()).await;
+    let (stdout, stderr) = crate::helpers::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.matches("replica ").count(), 2, "{stdout}");
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_share_one_quota_and_no_minute_holds_more() {
+    let Some(server) = pg::start(false) else { return };
+    let assets = 60;
+    let quota = 300;
+    // The simulator holds the same quota: any excess of the cluster's would be a 429.
+    let sim = sim_with(&scenario(assets), quota).await;
+    let config = cluster_config(&sim.url(), &server, assets, &format!("rate_limit_per_minute = {quota}"));
+    let replicas = [
+        Daemon::start(&config).await,
+        Daemon::start(&config).await,
+        Daemon::start(&config).await,
+    ];
+    wait_holdings(&server, &[6, 5, 5], Duration::from_secs(30)).await;
+    let started = std::time::Instant::now();
+    // Demand is far beyond the quota (60 items every 100 ms); run past one full minute.
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    for r in &replicas {
+        r.signal("TERM");
+    }
+    let log = sim.requests();
+    let refused = log.iter().filter(|r| r.status == 429).count();
+    assert_eq!(refused, 0, "the cluster went over the quota {refused} times");
+    let times: Vec<i64> = log.iter().map(|r| r.at_ms).collect();
+    let mut busiest = 0;
+    for (i, t0) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|t| **t < t0 + 60_000).count();
+        busiest = busiest.max(in_window);
+    }
+    assert!(busiest <= quota as usize, "{busiest} calls in one minute");
+    // And the quota is used: the last minute holds most of it.
+    let end = *times.last().unwrap();
+    let last_minute = times.iter().filter(|t| **t > end - 60_000).count();
+    assert!(
+        last_minute as f64 >= 0.85 * f64::from(quota),
+        "only {last_minute} calls in the last minute of {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_commit_under_a_lease_taken_over_is_refused_whole() {
+    let Some(server) = pg::start(false) else { return };
+    let state = server.state_config("sslmode=disable");
+    let mut store = Store::open(&state).unwrap();
+    let ncp_watchd::config::StateConfig::Postgres(pg) = &state else {
+        unreachable!()
+    };
+    let leases = Leases::open(pg).unwrap();
+    let ttl = Duration::from_secs(30);
+    let got = leases.acquire("replica-a", SHARDS, ttl).unwrap();
+    assert_eq!(got.len(), usize::from(SHARDS));
+    let subject = "workspaces/ws/projects/1/video-assets/7";
+    let shard = shard_of(subject);
+    set_fence(Some(Fence {
+        holder: "replica-a".into(),
+        held: got.clone(),
+        draining: HashMap::new(),
+    }));
+    let event = |id: &str| OutboxEvent {
+        id: id.into(),
+        event_type: "video_asset.import.completed".into(),
+        subject: subject.into(),
+        body: "{}".into(),
+    };
+    store.commit(&[], &[], &[event("e1")], &[]).unwrap();
+    // Replica A freezes; its lease runs out; replica B takes the shard (a new epoch).
+    server.sql_in(
+        "ncp_watchd",
+        &format!("UPDATE leases SET expires_at = now() - interval '1 second' WHERE shard = {shard}"),
+    );
+    let taken = leases.acquire("replica-b", 1, ttl).unwrap();
+    assert_eq!(taken.keys().copied().collect::<Vec<_>>(), vec![shard]);
+    assert!(taken[&shard] > got[&shard]);
+    // A wakes and commits with what it still believes: refused, and nothing written.
+    let item = ItemRow {
+        key: format!("import:{subject}"),
+        kind: "import".into(),
+        subject: subject.into(),
+        watch: None,
+        params: "{}".into(),
+        origin: "config".into(),
+        active: true,
+        status: Some("COMPLETED".into()),
+        percent: None,
+        terminal: true,
+        next_due_ms: None,
+        failures: 0,
+        failing: false,
+        last_error: None,
+        last_polled_ms: None,
+        last_change_ms: None,
+        since_ms: None,
+        stalled: false,
+        changed_at_ms: None,
+    };
+    let err = store
+        .commit(std::slice::from_ref(&item), &[], &[event("e2")], &[])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("[{shard}]")), "{err}");
+    assert_eq!(store.outbox_len().unwrap(), 1, "the stale event was not written");
+    assert_eq!(store.item_count().unwrap(), 0, "the stale state was not written");
+    // A shard it still holds takes its commits; an item of the lost shard may only be
+    // created for its new holder, never changed.
+    let other = (0..1000)
+        .map(|i| format!("query-assets/k{i}.jpg"))
+        .find(|s| shard_of(s) != shard)
+        .unwrap();
+    store
+        .commit(
+            &[],
+            &[],
+            &[OutboxEvent {
+                subject: other,
+                ..event("e3")
+            }],
+            std::slice::from_ref(&item),
+        )
+        .unwrap();
+    assert_eq!(store.outbox_len().unwrap(), 2);
+    assert_eq!(store.item_count().unwrap(), 1);
+    // A sink's progress in the lost shard is refused the same way.
+    let sink = ncp_watchd::store::shard_sink("log:out", Some(shard));
+    store.cursor(&sink).unwrap();
+    assert!(matches!(store.set_cursor(&sink, 1), Err(StoreError::Fenced { .. })));
+    set_fence(None);
+    assert!(ShardSet::all().contains(shard));
+}
