@@ -890,6 +890,11 @@ impl Backend for PgStore {
         Ok(())
     }
 
+    /// Replicas, shards and leases are issue 10's; until then the list is empty.
+    fn replicas(&self) -> Result<Vec<ReplicaRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
     fn sink_summaries(&self) -> Result<Vec<SinkSummary>, StoreError> {
         let last = self.last_seq()?;
         self.query(
