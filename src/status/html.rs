@@ -31,7 +31,8 @@ th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertic
 th{background:var(--bg);font-weight:600;white-space:nowrap}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 td{white-space:nowrap}
-td.subject,td.error{word-break:break-all;white-space:normal}
+td.subject{word-break:break-all;white-space:normal}
+td.error{overflow-wrap:anywhere;white-space:normal}
 td.error{color:var(--bad);max-width:28em}
 .counts td.num{min-width:5em}
 .state{display:inline-block;padding:0 6px;border-radius:8px;font-size:12px;font-weight:600;background:#eef2f6}
@@ -45,7 +46,7 @@ td.error{color:var(--bad);max-width:28em}
 .filter input{flex:1;max-width:28em;padding:4px 8px;border:1px solid var(--line);border-radius:6px;font:inherit}
 .filter select{padding:4px;border:1px solid var(--line);border-radius:6px;font:inherit}
 .charts{display:flex;gap:24px;flex-wrap:wrap}
-figure{margin:0}
+figure{margin:0;width:560px}
 figcaption{font-size:12px;color:var(--muted)}
 svg .bar{fill:#53b1fd}
 svg .over{fill:var(--bad)}
@@ -369,26 +370,37 @@ fn api(h: &mut Html, r: &StatusReport) {
     h.raw("</div></section>");
 }
 
-/// A bar per minute, scaled to the quota (or the peak, if that is higher), with the quota
-/// as a dashed line.
+/// A bar per minute with the quota as a dashed line. The scale reaches the quota when
+/// the calls come within a quarter of it; far below it, the scale follows the peak (so the
+/// hour's shape stays visible) and the caption says the quota is off the chart.
 fn chart(h: &mut Html, c: &HostCalls) {
-    const W: usize = 360;
+    const W: usize = 540;
     const H: usize = 100;
     const BAR: usize = W / crate::ncp::calls::MINUTES;
     let peak = c.per_minute.iter().copied().max().unwrap_or(0);
     let last = c.per_minute.last().copied().unwrap_or(0);
     let total: u64 = c.per_minute.iter().map(|&n| u64::from(n)).sum();
-    let scale = f64::from(peak.max(c.quota_per_minute).max(1));
+    let quota = c.quota_per_minute;
+    let quota_shown = u64::from(peak) * 4 >= u64::from(quota);
+    let top = if quota_shown {
+        peak.max(quota)
+    } else {
+        peak.saturating_mul(2)
+    }
+    .max(1);
+    let scale = f64::from(top);
     h.raw("<figure class=\"chart\" data-host=\"")
         .text(c.host)
-        .raw("\"><svg width=\"380\" height=\"118\" viewBox=\"0 0 380 118\" role=\"img\" aria-label=\"calls per minute\"><line class=\"axis\" x1=\"0\" y1=\"100\" x2=\"360\" y2=\"100\"/>");
+        .raw("\"><svg width=\"560\" height=\"118\" viewBox=\"0 0 560 118\" role=\"img\" aria-label=\"calls per minute over the last hour\"><line class=\"axis\" x1=\"0\" y1=\"100\" x2=\"540\" y2=\"100\"/><text x=\"544\" y=\"10\">")
+        .num(top)
+        .raw("</text><text x=\"544\" y=\"100\">0</text>");
     let n = c.per_minute.len();
     for (i, &calls) in c.per_minute.iter().enumerate() {
         if calls == 0 {
             continue;
         }
         let height = ((f64::from(calls) / scale) * H as f64).max(1.0);
-        let class: &'static str = if calls > c.quota_per_minute { "bar over" } else { "bar" };
+        let class: &'static str = if calls > quota { "bar over" } else { "bar" };
         h.raw("<rect class=\"")
             .raw(class)
             .raw("\" x=\"")
@@ -405,12 +417,15 @@ fn chart(h: &mut Html, c: &HostCalls) {
             .num(n - 1 - i)
             .raw(" min ago</title></rect>");
     }
-    let quota_y = H as f64 - f64::from(c.quota_per_minute) / scale * H as f64;
-    h.raw("<line class=\"quota\" x1=\"0\" x2=\"360\" y1=\"")
-        .num(format!("{quota_y:.1}"))
-        .raw("\" y2=\"")
-        .num(format!("{quota_y:.1}"))
-        .raw("\"/><text x=\"0\" y=\"114\">-60 min</text><text x=\"330\" y=\"114\">now</text></svg><figcaption><strong>")
+    if quota_shown {
+        let quota_y = H as f64 - f64::from(quota) / scale * H as f64;
+        h.raw("<line class=\"quota\" x1=\"0\" x2=\"540\" y1=\"")
+            .num(format!("{quota_y:.1}"))
+            .raw("\" y2=\"")
+            .num(format!("{quota_y:.1}"))
+            .raw("\"/>");
+    }
+    h.raw("<text x=\"0\" y=\"114\">60 min ago</text><text x=\"515\" y=\"114\">now</text></svg><figcaption><strong>")
         .text(c.host)
         .raw("</strong> ")
         .text(&c.url)
@@ -421,8 +436,14 @@ fn chart(h: &mut Html, c: &HostCalls) {
         .raw("/min, ")
         .num(total)
         .raw(" in the hour; quota ")
-        .num(c.quota_per_minute)
-        .raw("/min (dashed)</figcaption></figure>");
+        .num(quota)
+        .raw("/min");
+    if quota_shown {
+        h.raw(" (dashed line)");
+    } else {
+        h.raw(" (far above this scale)");
+    }
+    h.raw("</figcaption></figure>");
 }
 
 fn replicas(h: &mut Html, r: &StatusReport, now: i64) {
@@ -476,6 +497,34 @@ mod tests {
         assert!(policy.starts_with("default-src 'none';"), "{policy}");
         assert!(policy.contains(&csp_hash(SCRIPT)) && policy.contains(&csp_hash(CSS)));
         assert!(!policy.contains("unsafe-inline"));
+    }
+
+    #[test]
+    fn the_chart_draws_the_quota_when_calls_come_near_it_and_says_so_when_not() {
+        let mut minutes = vec![0u32; crate::ncp::calls::MINUTES];
+        minutes[59] = 10;
+        let calls = |per_minute: Vec<u32>| HostCalls {
+            host: "media",
+            url: "https://mi.apigw.ntruss.com".into(),
+            quota_per_minute: 1000,
+            per_minute,
+        };
+        let mut h = Html(String::new());
+        chart(&mut h, &calls(minutes.clone()));
+        assert!(
+            h.0.contains("far above this scale") && !h.0.contains("class=\"quota\""),
+            "{}",
+            h.0
+        );
+        assert_eq!(h.0.matches("<rect").count(), 1);
+        minutes[10] = 1200;
+        let mut h = Html(String::new());
+        chart(&mut h, &calls(minutes));
+        assert!(
+            h.0.contains("class=\"quota\"") && h.0.contains("class=\"bar over\""),
+            "{}",
+            h.0
+        );
     }
 
     #[test]
