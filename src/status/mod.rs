@@ -525,3 +525,84 @@ impl Source {
         report
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::OutboxEvent;
+
+    fn item(n: usize) -> ItemRow {
+        ItemRow {
+            key: format!("import:s/{n:05}"),
+            kind: "import".into(),
+            subject: format!("s/{n:05}"),
+            watch: Some(format!("w{n}")),
+            params: "{}".into(),
+            origin: "config".into(),
+            active: true,
+            status: Some("IN_PROGRESS".into()),
+            percent: None,
+            terminal: false,
+            next_due_ms: Some(1),
+            failures: 0,
+            failing: false,
+            last_error: None,
+            last_polled_ms: Some(1),
+            last_change_ms: Some(1),
+            since_ms: Some(1),
+            stalled: false,
+            changed_at_ms: None,
+        }
+    }
+
+    fn view() -> View {
+        View {
+            instance: "test".into(),
+            sinks: Vec::new(),
+            hosts: vec![(Host::Media, "https://mi.example".into(), 100)],
+            callbacks: false,
+        }
+    }
+
+    #[test]
+    fn the_report_lists_problems_first_within_the_cap_and_counts_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::from(crate::store::sqlite::SqliteStore::open(&dir.path().join("s.db")).unwrap());
+        let mut items: Vec<ItemRow> = (0..2500).map(item).collect();
+        for n in [2400, 7, 1300] {
+            items[n].failing = true;
+            items[n].failures = 5;
+        }
+        items[2000].stalled = true;
+        items[100].terminal = true;
+        items[101].active = false;
+        let events: Vec<OutboxEvent> = (0..150)
+            .map(|n| OutboxEvent {
+                id: format!("e{n}"),
+                event_type: "video_asset.import.in_progress".into(),
+                subject: format!("s/{n:05}"),
+                body: format!(r#"{{"data":{{"watch":"w{n}","previous":null,"current":"IN_PROGRESS"}}}}"#),
+            })
+            .collect();
+        store.commit(&items, &[], &events).unwrap();
+
+        let r = build(&store, &view(), None, 10_000, Some(PAGE_ITEMS)).unwrap();
+        assert_eq!((r.items_total, r.items.len(), r.items_omitted), (2500, 1000, 1500));
+        let states: Vec<&str> = r.items.iter().take(5).map(|i| i.state).collect();
+        assert_eq!(states, ["failing", "failing", "failing", "stalled", "watching"]);
+        assert_eq!(r.items[0].subject, "s/00007", "then by subject");
+        let c = &r.counts[0];
+        assert_eq!(
+            (c.total, c.failing, c.stalled, c.watching, c.r#final, c.removed),
+            (2500, 3, 1, 2494, 1, 1)
+        );
+        assert_eq!(r.events.len(), LAST_EVENTS);
+        assert_eq!(r.events[0].id, "e149", "newest first");
+        assert_eq!(r.events[0].watch.as_deref(), Some("w149"));
+        assert!(r.api.is_empty() && r.replicas.is_empty());
+
+        let all = build(&store, &view(), Some(&CallHistory::default()), 10_000, None).unwrap();
+        assert_eq!((all.items.len(), all.items_omitted), (2500, 0));
+        assert_eq!(all.api[0].per_minute.len(), crate::ncp::calls::MINUTES);
+    }
+}
