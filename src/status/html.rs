@@ -527,6 +527,47 @@ mod tests {
         );
     }
 
+    fn report() -> StatusReport {
+        StatusReport {
+            version: "0",
+            instance: "i".into(),
+            store: "s".into(),
+            generated_at: String::new(),
+            generated_at_ms: 100_000,
+            counts: Vec::new(),
+            items_total: 0,
+            items_omitted: 0,
+            items: Vec::new(),
+            events: Vec::new(),
+            sinks: Vec::new(),
+            api: Vec::new(),
+            replicas: Vec::new(),
+            callbacks: false,
+            last_callback: None,
+        }
+    }
+
+    #[test]
+    fn the_replicas_section_appears_only_with_replicas_and_escapes_their_names() {
+        assert!(!render(&report()).contains("id=\"replicas\""));
+        let mut r = report();
+        r.replicas.push(super::super::ReplicaStatus {
+            instance: "<b>replica-a</b>".into(),
+            host: "db-1".into(),
+            pid: 42,
+            shards: vec![0, 3, 7],
+            lease_expires_in_ms: Some(9_000),
+            last_seen: Some("1970-01-01T00:01:39.000Z".into()),
+        });
+        let page = render(&r);
+        assert!(page.contains("id=\"replicas\""), "{page}");
+        assert!(page.contains("<td>&lt;b&gt;replica-a&lt;/b&gt;</td>") && !page.contains("<b>"));
+        assert!(
+            page.contains("<td>0, 3, 7</td><td>expires in 9s</td><td>1s ago</td>"),
+            "{page}"
+        );
+    }
+
     #[test]
     fn relative_times_read_naturally() {
         assert_eq!(relative(None, 0), "-");
