@@ -10,7 +10,8 @@
 //! - [`event`]: the CloudEvents contract that sinks receive.
 //! - [`cmd`]: the commands (`check`, `once`, `register`).
 //! - [`sim`]: the NCP simulator behind `ncp-sim`, the demo and the tests.
-//! - [`server`]: `/healthz`, `/readyz`, `/metrics`, the callback route and systemd notifications.
+//! - [`status`]: the status report behind `status`, `/api/status` and the status page.
+//! - [`server`]: `/`, `/api/status`, `/healthz`, `/readyz`, `/metrics`, the callback route and systemd notifications.
 //! - [`callbacks`]: VOD Station callbacks judged and turned into hints for the daemon loop.
 //! - [`cli`]: the command line.
 
@@ -31,6 +32,7 @@ pub mod schedule;
 pub mod server;
 pub mod sim;
 pub mod sink;
+pub mod status;
 pub mod store;
 pub mod text;
 pub mod watch;

@@ -1,5 +1,10 @@
-//! The operations surface: `/healthz`, `/readyz`, `/metrics`, VOD Station's callbacks
+//! The operations surface: the status page (`/`) and its data (`/api/status`, see
+//! [`crate::status`]), `/healthz`, `/readyz`, `/metrics`, VOD Station's callbacks
 //! (`POST /callbacks/vod/{token}`, see [`crate::callbacks`]), and systemd's notify protocol.
+//!
+//! The status routes only read: they answer GET (and HEAD) alone, from a read-only store
+//! handle, with a Content-Security-Policy that lets the page run nothing but its own
+//! inline script.
 //!
 //! The daemon loop calls [`Health::tick`] every second; `/healthz` fails when it has not
 //! for [`STALL_AFTER`], so a wedged daemon is restarted. `/readyz` answers 200 once the store
@@ -19,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::callbacks::{self, CallbackGate};
+use crate::status;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -101,6 +107,8 @@ struct AppState {
     metrics: Option<PrometheusHandle>,
     /// Where callbacks raise their hints; `None` answers every callback 404.
     callbacks: Option<Arc<CallbackGate>>,
+    /// Where the status page reads; `None` answers `/` and `/api/status` 404.
+    status: Option<Arc<status::Source>>,
 }
 
 /// Serves until `shutdown` on an already bound listener.
@@ -109,9 +117,12 @@ pub async fn serve(
     health: Arc<Health>,
     metrics: Option<PrometheusHandle>,
     callbacks: Option<Arc<CallbackGate>>,
+    status: Option<Arc<status::Source>>,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
+        .route("/", get(status_page))
+        .route("/api/status", get(status_json))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -124,6 +135,7 @@ pub async fn serve(
             health,
             metrics,
             callbacks,
+            status,
         });
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -185,6 +197,77 @@ async fn vod_callback(
     let token = token.ok().map(|Path(t)| t);
     let body = body.map_err(|e| e.status());
     callbacks::handle(s.callbacks.as_deref(), token.as_deref(), body)
+}
+
+/// Makes the status report off the async threads (the store is synchronous).
+async fn status_report(s: &AppState) -> Result<status::StatusReport, Response> {
+    let Some(source) = s.status.clone() else {
+        return Err((StatusCode::NOT_FOUND, "no status page here\n").into_response());
+    };
+    match tokio::task::spawn_blocking(move || source.report()).await {
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the state store for the status page");
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("cannot read the state store: {e}\n"),
+            )
+                .into_response())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "making the status report failed");
+            Err((StatusCode::INTERNAL_SERVER_ERROR, "the status report failed\n").into_response())
+        }
+    }
+}
+
+/// Headers every status answer carries: no sniffing, no caching, no framing, no referrer.
+fn harden(mut response: Response, content_type: &'static str) -> Response {
+    let headers = response.headers_mut();
+    headers.insert("content-type", HeaderValue::from_static(content_type));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    response
+}
+
+/// `GET /`: the status page, complete without script; its script refreshes it in place.
+async fn status_page(State(s): State<AppState>) -> Response {
+    let report = match status_report(&s).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let mut response = harden(
+        (StatusCode::OK, status::html::render(&report)).into_response(),
+        "text/html; charset=utf-8",
+    );
+    if let Ok(policy) = HeaderValue::from_str(status::html::content_security_policy()) {
+        response.headers_mut().insert("content-security-policy", policy);
+    }
+    response
+}
+
+/// `GET /api/status`: the same report as JSON.
+async fn status_json(State(s): State<AppState>) -> Response {
+    let report = match status_report(&s).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    let response = match serde_json::to_string(&report) {
+        Ok(body) => (StatusCode::OK, body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the report: {e}\n"),
+        )
+            .into_response(),
+    };
+    let mut response = harden(response, "application/json");
+    response.headers_mut().insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    response
 }
 
 async fn metrics_text(State(s): State<AppState>) -> Response {

@@ -83,6 +83,7 @@ pub async fn run() -> Result<(), Failure> {
         "ncp-sim is serving the built-in scenario at {} and sends VOD Station's callbacks to the daemon; the daemon watches it:",
         sim.url()
     );
+    println!("status page: http://{listen}/ (JSON at http://{listen}/api/status) while the demo runs");
     let _ = std::io::stdout().flush();
     let shutdown = CancellationToken::new();
     let (_reloads, reload_rx) = mpsc::unbounded_channel();

@@ -5,11 +5,14 @@ use std::fmt::Write as _;
 use serde_json::json;
 
 use crate::cli::StatusArgs;
-use crate::store::{ItemRow, Store};
+use crate::status::{self, ItemStatus};
+use crate::store::Store;
 
 use super::{Failure, load_config};
 
-/// Prints a table, or JSON with `--json`.
+/// Prints a table, or JSON with `--json`: the items of the same report the status page
+/// and `/api/status` show (an array, as `status --json` has always printed), every item
+/// listed.
 #[allow(
     clippy::expect_used,
     reason = "each expect here states an invariant of our own types, never of input"
@@ -23,45 +26,45 @@ pub async fn run(args: &StatusArgs) -> Result<(), Failure> {
         )));
     }
     let store = Store::open_read_only(&config.state).map_err(|e| Failure::Runtime(e.to_string()))?;
-    let items = store.items().map_err(|e| Failure::Runtime(e.to_string()))?;
     let now = chrono::Utc::now().timestamp_millis();
-    let sinks = store.sink_summaries().map_err(|e| Failure::Runtime(e.to_string()))?;
+    let report = status::build(&store, &status::View::of(&config), None, now, None)
+        .map_err(|e| Failure::Runtime(e.to_string()))?;
     if args.json {
-        let rows: Vec<_> = items.iter().map(row_json).collect();
-        println!("{}", serde_json::to_string_pretty(&rows).expect("JSON serializes"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report.items).expect("JSON serializes")
+        );
     } else {
-        print!("{}", table(&items, now));
-        for s in &sinks {
+        print!("{}", table(&report.items, now));
+        for s in &report.sinks {
             let state = s
                 .paused
                 .as_ref()
                 .map_or("running".to_string(), |why| format!("PAUSED ({why})"));
             println!(
                 "sink {}: {state}; {} events behind, {} retrying, {} dead letters",
-                s.cursor_name, s.behind, s.retrying, s.dead_letters
+                s.cursor, s.pending, s.retrying, s.dead_letters
             );
         }
-        for r in store.replicas().map_err(|e| Failure::Runtime(e.to_string()))? {
-            let shards: Vec<String> = r.shards.iter().map(|s| s.to_string()).collect();
-            let lease = r
-                .lease_expires_in_ms
-                .map_or("holds no lease (standby)".to_string(), |ms| {
-                    format!("leases renewed, next expiry in {:.1}s", ms as f64 / 1000.0)
-                });
+        for r in &report.replicas {
+            let shards: Vec<String> = r.shards.iter().map(u16::to_string).collect();
             println!(
-                "replica {} (pid {} on {}): shards [{}]; {lease}; last heard {:.1}s ago",
+                "replica {} ({} pid {}): shards [{}]{}",
                 r.instance,
-                r.pid,
                 r.host,
-                shards.join(","),
-                r.last_seen_ms as f64 / 1000.0
+                r.pid,
+                shards.join(", "),
+                r.lease_expires_in_ms
+                    .map(|ms| format!(", lease expires in {}", relative(Some(now + ms), now)))
+                    .unwrap_or_default()
             );
         }
-        let last = store
-            .fact(crate::callbacks::LAST_CALLBACK_FACT)
-            .map_err(|e| Failure::Runtime(e.to_string()))?
-            .and_then(|v| v.parse::<i64>().ok());
-        if let Some(line) = callbacks_line(config.callbacks.is_some(), last, now) {
+        let last = report
+            .last_callback
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp_millis());
+        if let Some(line) = callbacks_line(report.callbacks, last, now) {
             println!("{line}");
         }
     }
@@ -88,15 +91,6 @@ fn time(ms: Option<i64>) -> serde_json::Value {
         })
 }
 
-fn row_json(i: &ItemRow) -> serde_json::Value {
-    json!({
-        "kind": i.kind, "subject": i.subject, "watch": i.watch, "active": i.active,
-        "status": i.status, "percent": i.percent, "terminal": i.terminal,
-        "last_polled": time(i.last_polled_ms), "last_change": time(i.last_change_ms), "next_due": time(i.next_due_ms),
-        "failures": i.failures, "failing": i.failing, "last_error": i.last_error,
-    })
-}
-
 /// `12s ago`, `in 3m`.
 fn relative(ms: Option<i64>, now: i64) -> String {
     let Some(ms) = ms else { return "-".to_string() };
@@ -110,7 +104,7 @@ fn relative(ms: Option<i64>, now: i64) -> String {
     }
 }
 
-fn table(items: &[ItemRow], now: i64) -> String {
+fn table(items: &[ItemStatus], now: i64) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -118,14 +112,11 @@ fn table(items: &[ItemRow], now: i64) -> String {
         "KIND", "STATUS", "STATE", "POLLED", "NEXT", "FAIL"
     );
     for i in items {
-        let state = if !i.active {
-            "removed"
-        } else if i.failing {
-            "failing"
-        } else if i.terminal {
-            "final"
-        } else {
-            "watching"
+        // The table keeps its four states; stalled and retrying items are still watched.
+        let state = match i.state {
+            "stalled" | "retrying" if i.terminal => "final",
+            "stalled" | "retrying" => "watching",
+            s => s,
         };
         let mut status = i.status.clone().unwrap_or_else(|| "-".into());
         if let Some(p) = i.percent.filter(|_| i.kind == "encode") {
@@ -138,7 +129,7 @@ fn table(items: &[ItemRow], now: i64) -> String {
             status,
             state,
             relative(i.last_polled_ms, now),
-            relative(i.next_due_ms.filter(|_| i.active), now),
+            relative(i.next_due_ms, now),
             i.failures,
             i.subject
         );

@@ -22,10 +22,11 @@ use crate::cluster::ShardSet;
 use crate::config::StateConfig;
 use crate::config::{Config, Credentials, LogSink};
 use crate::event::CloudEvent;
-use crate::ncp::{ApiError, NcpClient};
+use crate::ncp::{ApiError, CallHistory, NcpClient};
 use crate::server::{self, Health, notify};
 use crate::sink::log::{self, LineFormat, LogSinkSpec};
 use crate::sink::webhook::{self, WebhookSpec};
+use crate::status;
 use crate::store::{Store, StoreError, WriterLock};
 use engine::{Engine, PollResult, PollWindow, now_ms, poll};
 use replica::Replica;
@@ -218,9 +219,18 @@ pub async fn run(
     let mut engine = Engine::open_sharded(config, store, replica.as_ref().map(|_| ShardSet::EMPTY))?;
     let mut credentials = credentials;
     engine.set_account(credentials.access_key.expose());
+    // The calls per host and minute, for the status page: one history for the daemon's
+    // life, handed to every client a reload builds.
+    let calls = Arc::new(CallHistory::default());
     let mut client = NcpClient::new(&engine.config().api, &credentials)
         .map_err(DaemonError::Client)?
-        .with_max_host_pause(engine.config().poll.max_backoff);
+        .with_max_host_pause(engine.config().poll.max_backoff)
+        .with_call_history(calls.clone());
+    let status_source = Arc::new(status::Source::new(
+        state.clone(),
+        status::View::of(engine.config()),
+        calls.clone(),
+    ));
     let tracker = TaskTracker::new();
     let (wake, _) = watch::channel(0u64);
     // On a cluster, each shard's part of every sink starts when the shard is taken.
@@ -262,9 +272,11 @@ pub async fn run(
         health.clone(),
         server::metrics_handle(),
         Some(callbacks.clone()),
+        Some(status_source.clone()),
         server_stop.clone(),
     ));
     tracing::info!(address = %bound, "health and metrics server listening on http://{bound}");
+    tracing::info!("status page on http://{bound}/ (read-only; JSON at /api/status)");
     if let Some(c) = &engine.config().callbacks {
         tracing::info!(token = %c.vod_token, fallback = %humantime::format_duration(c.fallback_interval), "VOD Station callbacks on: POST /callbacks/vod/<token> on the same listener");
     }
@@ -399,7 +411,9 @@ pub async fn run(
                         if api_changed {
                             match NcpClient::new(&engine.config().api, &new_credentials) {
                                 Ok(c) => {
-                                    client = c.with_max_host_pause(engine.config().poll.max_backoff);
+                                    client = c
+                                        .with_max_host_pause(engine.config().poll.max_backoff)
+                                        .with_call_history(calls.clone());
                                     if keys_changed {
                                         tracing::info!(access_key = %new_credentials.access_key_source, secret_key = %new_credentials.secret_key_source, "credentials read again: the new keys sign from now on");
                                     }
@@ -419,6 +433,7 @@ pub async fn run(
                                 Some(r) => r.restart_sinks(&sink_specs(engine.config(), &extra_sinks), &webhooks, &state, &wake),
                             }
                         }
+                        status_source.set_view(status::View::of(engine.config()));
                         tracing::info!(items = engine.items().filter(|i| i.active).count(), "configuration reloaded");
                     }
                     Err(e) => tracing::error!(error = %e, "reload failed while saving; the previous watches keep running"),

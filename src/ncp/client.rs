@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use url::Url;
 
+use super::calls::CallHistory;
 use super::error::ApiError;
 use super::signer::{self, HEADER_ACCESS_KEY, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use super::wire::GatewayError;
@@ -153,6 +154,8 @@ pub struct NcpClient {
     key_sources: Arc<str>,
     /// Fingerprints of list rows already reported as undecodable, so each is logged once.
     skipped_seen: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+    /// Calls sent per host and minute, for the status page (shared across reloads).
+    calls: Arc<CallHistory>,
 }
 
 /// The most rows remembered as already reported; past it the memory starts afresh (and a
@@ -264,6 +267,7 @@ impl NcpClient {
             max_host_pause: MAX_RETRY_AFTER,
             key_sources: key_sources(credentials),
             skipped_seen: Arc::default(),
+            calls: Arc::default(),
         })
     }
 
@@ -300,6 +304,12 @@ impl NcpClient {
     /// Caps how long one 429 may pause a whole host (the daemon passes `max_backoff`).
     pub fn with_max_host_pause(mut self, max: Duration) -> Self {
         self.max_host_pause = max.min(MAX_RETRY_AFTER);
+        self
+    }
+
+    /// Records every call sent into `calls` (the daemon keeps one history across reloads).
+    pub fn with_call_history(mut self, calls: Arc<CallHistory>) -> Self {
+        self.calls = calls;
         self
     }
 
@@ -369,6 +379,7 @@ impl NcpClient {
         gate.wait(host).await;
         let _permit = self.in_flight.acquire().await.expect("the semaphore is never closed");
         let started = std::time::Instant::now();
+        self.calls.record(host, chrono::Utc::now().timestamp_millis());
         let timestamp = (chrono::Utc::now().timestamp_millis() + self.clock_offset_ms).max(0) as u64;
         let signature = signer::sign(
             method.as_str(),

@@ -19,23 +19,6 @@ use std::collections::{HashMap, HashSet};
 use crate::cluster::{ShardSet, shard_of};
 use crate::config::StateConfig;
 
-/// One replica sharing a PostgreSQL store, as `status` and the status page show it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ReplicaRow {
-    /// Its `instance` name.
-    pub instance: String,
-    /// The host it runs on.
-    pub host: String,
-    /// Its process id.
-    pub pid: i64,
-    /// The shards it holds.
-    pub shards: Vec<u16>,
-    /// How long until its earliest lease expires, milliseconds (`None`: it holds none).
-    pub lease_expires_in_ms: Option<i64>,
-    /// How long ago it was last heard from, milliseconds.
-    pub last_seen_ms: i64,
-}
-
 /// Why the store failed. Every variant is fatal for the operation; the caller decides
 /// whether that is fatal for the process.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +192,24 @@ pub struct DynamicWatch {
     pub analysis: bool,
 }
 
+/// One replica of a PostgreSQL store (SPEC §9), as `status` and the status page show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaRow {
+    /// The replica's name: its `instance`, by default the host name and pid.
+    pub instance: String,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id on that host.
+    pub pid: i64,
+    /// The shards it holds a lease on, ascending.
+    pub shards: Vec<u16>,
+    /// How long until its leases expire, in milliseconds (negative once expired); `None`
+    /// when it holds no lease (a standby).
+    pub lease_expires_in_ms: Option<i64>,
+    /// When it was last heard from, epoch milliseconds.
+    pub last_seen_ms: i64,
+}
+
 /// What the engine, the sinks and the commands ask of a state store. Each backend keeps
 /// the same promises; the SQLite tests and the PostgreSQL tests check the same behaviour.
 pub trait Backend: Send {
@@ -260,10 +261,7 @@ pub trait Backend: Send {
         let _ = shard;
         self.outbox_after(seq, limit)
     }
-    /// The replicas sharing the store and the shards each holds (empty on SQLite).
-    fn replicas(&self) -> Result<Vec<ReplicaRow>, StoreError> {
-        Ok(Vec::new())
-    }
+
     /// Active items whose status can still change (list targets excluded).
     fn pending_items(&self) -> Result<i64, StoreError>;
 
@@ -335,6 +333,11 @@ pub trait Backend: Send {
     fn clear_sink_pauses(&mut self) -> Result<(), StoreError>;
     /// Per sink: cursor, retrying count, dead letters, pause.
     fn sink_summaries(&self) -> Result<Vec<SinkSummary>, StoreError>;
+
+    /// The replicas sharing this store and the shards each holds (SPEC §9), for `status`
+    /// and the status page. Empty when the store has no replicas (SQLite, or a PostgreSQL
+    /// store before replicas exist).
+    fn replicas(&self) -> Result<Vec<ReplicaRow>, StoreError>;
 }
 
 /// An open state store, of either backend. Everything it can do is [`Backend`]'s.

@@ -40,3 +40,48 @@ async fn the_demo_plays_the_built_in_scenario_to_its_end() {
         "the unwatched category stays out:\n{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_prints_the_address_of_its_status_page_which_answers_while_it_runs() {
+    use tokio::io::AsyncBufReadExt as _;
+    let home = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(crate::helpers::watchd_bin())
+        .arg("demo")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    let url = loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("the demo prints within 20 s")
+            .unwrap()
+            .unwrap_or_else(|| panic!("the demo printed no status page address:\n{seen}"));
+        if let Some(rest) = line.strip_prefix("status page: ") {
+            break rest.split(' ').next().unwrap().to_string();
+        }
+        seen.push_str(&line);
+        seen.push('\n');
+    };
+    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with('/'), "{url}");
+    // The daemon binds its listener just after the address is printed.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let page = loop {
+        match reqwest::get(&url).await {
+            Ok(r) if r.status() == 200 => break r.text().await.unwrap(),
+            _ if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            other => panic!("the status page did not answer: {other:?}"),
+        }
+    };
+    assert!(page.contains("<title>ncp-watchd demo</title>"), "{page}");
+    while lines.next_line().await.unwrap().is_some() {}
+    assert!(child.wait().await.unwrap().success());
+}

@@ -20,4 +20,5 @@ mod properties;
 mod receiver;
 mod reliability;
 mod simulator;
+mod status_page;
 mod webhook;

@@ -211,7 +211,7 @@ fn the_systemd_unit_scores_2_or_better_offline_and_verifies_clean() {
     let copy = tmp.path().join("ncp-watchd.service");
     let text = std::fs::read_to_string(unit)
         .unwrap()
-        .replace("/usr/local/bin/ncp-watchd", env!("CARGO_BIN_EXE_ncp-watchd"));
+        .replace("/usr/bin/ncp-watchd", env!("CARGO_BIN_EXE_ncp-watchd"));
     std::fs::write(&copy, text).unwrap();
     let out = systemd_analyze(&["verify", "--man=no", copy.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -243,5 +243,45 @@ fn the_container_files_agree_with_the_unit_and_the_cli() {
     assert_eq!(
         c.state,
         ncp_watchd::config::StateConfig::sqlite("/var/lib/ncp-watchd/state.db")
+    );
+}
+
+#[test]
+fn the_deb_installs_the_binary_and_the_config_where_the_unit_looks_for_them() {
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap()).unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let assets: Vec<(&str, &str)> = deb["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a[0].as_str().unwrap(), a[1].as_str().unwrap()))
+        .collect();
+    for (source, dest) in [
+        ("target/release/ncp-watchd", "usr/bin/"),
+        ("config/ncp-watchd.toml", "etc/ncp-watchd/ncp-watchd.toml"),
+    ] {
+        assert!(
+            assets.contains(&(source, dest)),
+            "the .deb lacks {source} -> {dest}: {assets:?}"
+        );
+    }
+    for (source, _) in &assets {
+        let local = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+        assert!(
+            source.starts_with("target/release/") || local.is_file(),
+            "{source} is packaged but missing"
+        );
+    }
+    assert_eq!(deb["systemd-units"]["unit-scripts"].as_str(), Some("deploy/systemd"));
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/systemd/ncp-watchd.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.lines()
+            .any(|l| l == "ExecStart=/usr/bin/ncp-watchd run -c /etc/ncp-watchd/ncp-watchd.toml"),
+        "the unit runs the packaged binary with the packaged config"
     );
 }

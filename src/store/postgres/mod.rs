@@ -488,7 +488,7 @@ impl Backend for PgStore {
                 pid: r.member.pid,
                 shards: r.shards.iter().collect(),
                 lease_expires_in_ms: r.lease_expires_in_ms,
-                last_seen_ms: r.seen_ms_ago,
+                last_seen_ms: now_ms() - r.seen_ms_ago,
             })
             .collect())
     }

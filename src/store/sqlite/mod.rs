@@ -740,6 +740,11 @@ impl Backend for SqliteStore {
         Ok(())
     }
 
+    /// An SQLite store is written by one process: there are no replicas.
+    fn replicas(&self) -> Result<Vec<ReplicaRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Per sink: cursor, retrying count, dead letters, pause.
     fn sink_summaries(&self) -> Result<Vec<SinkSummary>, StoreError> {
         let last = self.last_seq()?;
