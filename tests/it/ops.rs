@@ -259,7 +259,7 @@ fn the_deb_installs_the_binary_and_the_config_where_the_unit_looks_for_them() {
         .collect();
     for (source, dest) in [
         ("target/release/ncp-watchd", "usr/bin/"),
-        ("config/ncp-watchd.toml", "etc/ncp-watchd/ncp-watchd.toml"),
+        ("config/ncp-watchd.toml", "etc/ncp-watchd/config.toml"),
     ] {
         assert!(
             assets.contains(&(source, dest)),
@@ -281,7 +281,7 @@ fn the_deb_installs_the_binary_and_the_config_where_the_unit_looks_for_them() {
     .unwrap();
     assert!(
         unit.lines()
-            .any(|l| l == "ExecStart=/usr/bin/ncp-watchd run -c /etc/ncp-watchd/ncp-watchd.toml"),
+            .any(|l| l == "ExecStart=/usr/bin/ncp-watchd run -c /etc/ncp-watchd/config.toml"),
         "the unit runs the packaged binary with the packaged config"
     );
 }
