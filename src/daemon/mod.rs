@@ -446,6 +446,13 @@ pub async fn run(
                     Ok(n) => tracing::info!(added = n, "picked up watches added by `register --watch`"),
                     Err(e) => tracing::warn!(error = %e, "cannot read dynamic watches"),
                 }
+                // On a cluster: items other replicas created in this replica's shards (an
+                // asset one of their project lists found).
+                match engine.pick_up_created() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(added = n, "picked up items other replicas created in this replica's shards"),
+                    Err(e) => tracing::warn!(error = %e, "cannot read items created by other replicas"),
+                }
                 rounds.take_requests(&mut engine, gauge_store.as_ref());
                 rounds.finish_done(gauge_store.as_mut());
             }

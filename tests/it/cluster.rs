@@ -484,3 +484,64 @@ fn a_commit_under_a_lease_taken_over_is_refused_whole() {
     set_fence(None);
     assert!(ShardSet::all().contains(shard));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn assets_one_replica_discovers_in_anothers_shards_are_polled_by_their_holder() {
+    let Some(server) = pg::start(false) else { return };
+    let sim = sim_with(&scenario(1), 100_000).await;
+    let config = config_text(
+        &sim.url(),
+        "",
+        &format!(
+            "[[watch.project]]\nworkspace = \"ws\"\nproject_id = \"1\"\n\n\
+             [poll]\ninterval = \"100ms\"\ndiscovery_interval = \"300ms\"\nmax_backoff = \"300ms\"\n\n\
+             [[sink.log]]\npath = \"events.jsonl\"\n\n[cluster]\nlease_ttl = \"3s\"\n\n{}",
+            server.state_toml()
+        ),
+    );
+    let _a = Daemon::start(&config).await;
+    let _b = Daemon::start(&config).await;
+    wait_holdings(&server, &[8, 8], Duration::from_secs(30)).await;
+    // New assets appear in the project: the list's holder finds them all, and each one's
+    // import is created in its own shard, half of them held by the other replica.
+    let subjects: Vec<String> = (2..=21)
+        .map(|i| {
+            set_import(&sim, &i.to_string(), "IN_PROGRESS");
+            format!("workspaces/ws/projects/1/video-assets/{i}")
+        })
+        .collect();
+    let list_holder = holder_pid(&server, shard_of("workspaces/ws/projects/1"));
+    let elsewhere = subjects
+        .iter()
+        .filter(|s| holder_pid(&server, shard_of(s)) != list_holder)
+        .count();
+    assert!(
+        elsewhere > 0,
+        "some discovered asset lives in the other replica's shards"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let events = loop {
+        let events = outbox(&server);
+        if subjects.iter().all(|s| {
+            events
+                .iter()
+                .any(|e| e["subject"] == s.as_str() && e["type"] == "video_asset.import.in_progress")
+        }) {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every discovered asset's import was polled:\n{}",
+            summary(&events)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Each first sight once, by whichever replica holds the asset.
+    for s in &subjects {
+        let n = events
+            .iter()
+            .filter(|e| e["subject"] == s.as_str() && e["type"] == "video_asset.import.in_progress")
+            .count();
+        assert_eq!(n, 1, "{s}: {n} first sights");
+    }
+}
