@@ -1304,17 +1304,11 @@ impl Engine {
     fn commit(&mut self, mut staged: Staged) -> Result<Vec<CloudEvent>, StoreError> {
         // Items found for another replica's shards (an asset a project list found) are
         // created for it; they never enter this replica's memory.
-        let foreign: Vec<Arc<str>> = staged
-            .items
-            .iter()
-            .filter(|(_, i)| !self.owns(&i.target.subject()))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let creates: Vec<ItemRow> = foreign
-            .iter()
-            .filter_map(|k| staged.items.remove(k))
-            .map(|i| i.to_row())
-            .collect();
+        let (mine, foreign): (HashMap<_, _>, HashMap<_, _>) = std::mem::take(&mut staged.items)
+            .into_iter()
+            .partition(|(_, i)| self.owns(&i.target.subject()));
+        staged.items = mine;
+        let creates: Vec<ItemRow> = foreign.values().map(Item::to_row).collect();
         let rows: Vec<ItemRow> = staged.items.values().map(Item::to_row).collect();
         let events: Vec<OutboxEvent> = staged
             .events

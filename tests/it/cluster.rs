@@ -102,6 +102,28 @@ fn outbox(server: &pg::PgServer) -> Vec<Value> {
     serde_json::from_str(out.trim()).unwrap()
 }
 
+/// Waits until the outbox holds an event of `event_type` for every subject; returns the
+/// whole outbox then.
+async fn wait_outbox(server: &pg::PgServer, subjects: &[String], event_type: &str, within: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let events = outbox(server);
+        if subjects.iter().all(|s| {
+            events
+                .iter()
+                .any(|e| e["subject"] == s.as_str() && e["type"] == event_type)
+        }) {
+            return events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every subject had {event_type}:\n{}",
+            summary(&events)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Per subject, the outbox holds a chain from first sight to `last`, each link once: no
 /// change lost, none emitted twice.
 fn assert_chains(events: &[Value], subjects: &[String], last: &str) {
@@ -189,25 +211,13 @@ async fn three_replicas_lose_two_to_kill_9_and_every_change_is_emitted_once_and_
     let subjects: Vec<String> = (1..=assets)
         .map(|i| format!("workspaces/ws/projects/1/video-assets/{i}"))
         .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let events = loop {
-        let events = outbox(&server);
-        let done = subjects.iter().all(|s| {
-            events
-                .iter()
-                .any(|e| e["subject"] == s.as_str() && e["type"] == "video_asset.import.completed")
-        });
-        if done {
-            break events;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not every asset completed:\n{}\n{}",
-            summary(&events),
-            c.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let events = wait_outbox(
+        &server,
+        &subjects,
+        "video_asset.import.completed",
+        Duration::from_secs(30),
+    )
+    .await;
     assert_chains(&events, &subjects, "COMPLETED");
     // Delivery: the last replica delivers what it committed and what the dead left behind.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -289,19 +299,13 @@ async fn a_replica_frozen_past_its_lease_cannot_commit_when_it_wakes_and_nothing
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_holdings(&server, &[8, 8], Duration::from_secs(20)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let events = loop {
-        let events = outbox(&server);
-        if subjects.iter().all(|s| {
-            events
-                .iter()
-                .any(|e| e["subject"] == s.as_str() && e["type"] == "video_asset.import.completed")
-        }) {
-            break events;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{}", summary(&events));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let events = wait_outbox(
+        &server,
+        &subjects,
+        "video_asset.import.completed",
+        Duration::from_secs(20),
+    )
+    .await;
     assert_chains(&events, &subjects, "COMPLETED");
 }
 
@@ -323,19 +327,13 @@ async fn replicas_joining_get_a_fair_share_of_the_shards_and_changes_still_come_
     let subjects: Vec<String> = (1..=assets)
         .map(|i| format!("workspaces/ws/projects/1/video-assets/{i}"))
         .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let events = loop {
-        let events = outbox(&server);
-        if subjects.iter().all(|s| {
-            events
-                .iter()
-                .any(|e| e["subject"] == s.as_str() && e["type"] == "video_asset.import.completed")
-        }) {
-            break events;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{}", summary(&events));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let events = wait_outbox(
+        &server,
+        &subjects,
+        "video_asset.import.completed",
+        Duration::from_secs(20),
+    )
+    .await;
     assert_chains(&events, &subjects, "COMPLETED");
     // A clean stop hands the shards over at once, not after the lease expires.
     let mut third = third;
@@ -519,23 +517,13 @@ async fn assets_one_replica_discovers_in_anothers_shards_are_polled_by_their_hol
         elsewhere > 0,
         "some discovered asset lives in the other replica's shards"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let events = loop {
-        let events = outbox(&server);
-        if subjects.iter().all(|s| {
-            events
-                .iter()
-                .any(|e| e["subject"] == s.as_str() && e["type"] == "video_asset.import.in_progress")
-        }) {
-            break events;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not every discovered asset's import was polled:\n{}",
-            summary(&events)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let events = wait_outbox(
+        &server,
+        &subjects,
+        "video_asset.import.in_progress",
+        Duration::from_secs(20),
+    )
+    .await;
     // Each first sight once, by whichever replica holds the asset.
     for s in &subjects {
         let n = events

@@ -253,6 +253,32 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Calls `f` with every item (of `shards` only, when given), a page at a time by key.
+    fn walk_items(&self, shards: Option<ShardSet>, f: &mut dyn FnMut(ItemRow)) -> Result<(), StoreError> {
+        // Every shard's number, or none: `shard = ANY('{}')` would match nothing.
+        let list: Option<Vec<i32>> = shards.map(|s| s.iter().map(i32::from).collect());
+        let mut after = String::new();
+        loop {
+            let page = self.query(
+                "SELECT key, kind, subject, watch, params, origin, active, status, percent, terminal, \
+                 next_due_ms, failures, failing, last_error, last_polled_ms, last_change_ms, since_ms, stalled, changed_at_ms \
+                 FROM items WHERE key > $1 AND ($3::int[] IS NULL OR shard = ANY($3)) ORDER BY key LIMIT $2",
+                vec![p(after.clone()), p(PAGE), p(list.clone())],
+                item_from_row,
+            )?;
+            let full = page.len() as i64 == PAGE;
+            for row in page {
+                after.clone_from(&row.key);
+                f(row);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// A statement parameter, owned so it can cross to the PostgreSQL runtime.
 type Param = Box<dyn ToSql + Send + Sync>;
 
@@ -397,24 +423,7 @@ impl Backend for PgStore {
     }
 
     fn for_each_item(&self, f: &mut dyn FnMut(ItemRow)) -> Result<(), StoreError> {
-        let mut after = String::new();
-        loop {
-            let page = self.query(
-                "SELECT key, kind, subject, watch, params, origin, active, status, percent, terminal, \
-                 next_due_ms, failures, failing, last_error, last_polled_ms, last_change_ms, since_ms, stalled, changed_at_ms \
-                 FROM items WHERE key > $1 ORDER BY key LIMIT $2",
-                vec![p(after.clone()), p(PAGE)],
-                item_from_row,
-            )?;
-            let full = page.len() as i64 == PAGE;
-            for row in page {
-                after.clone_from(&row.key);
-                f(row);
-            }
-            if !full {
-                return Ok(());
-            }
-        }
+        self.walk_items(None, f)
     }
 
     fn item_count(&self) -> Result<i64, StoreError> {
@@ -422,25 +431,7 @@ impl Backend for PgStore {
     }
 
     fn for_each_item_in(&self, shards: ShardSet, f: &mut dyn FnMut(ItemRow)) -> Result<(), StoreError> {
-        let list: Vec<i32> = shards.iter().map(i32::from).collect();
-        let mut after = String::new();
-        loop {
-            let page = self.query(
-                "SELECT key, kind, subject, watch, params, origin, active, status, percent, terminal, \
-                 next_due_ms, failures, failing, last_error, last_polled_ms, last_change_ms, since_ms, stalled, changed_at_ms \
-                 FROM items WHERE key > $1 AND shard = ANY($3) ORDER BY key LIMIT $2",
-                vec![p(after.clone()), p(PAGE), p(list.clone())],
-                item_from_row,
-            )?;
-            let full = page.len() as i64 == PAGE;
-            for row in page {
-                after.clone_from(&row.key);
-                f(row);
-            }
-            if !full {
-                return Ok(());
-            }
-        }
+        self.walk_items(Some(shards), f)
     }
 
     fn last_item_created(&self) -> Result<i64, StoreError> {
