@@ -30,6 +30,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections per process: the engine, one per sink and a few for commands and gauges.
 const POOL_SIZE: usize = 8;
 
+/// How long the server lets one of our sessions sit idle inside a transaction before it
+/// ends it. Our transactions never wait on anything but the server, so only a frozen or
+/// vanished process reaches it; below the shortest `lease_ttl` plus a round, so the locks
+/// of a replica frozen mid-commit are gone soon after its leases are.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
+
 /// How long a statement waits for a free connection before the store reports it.
 const POOL_WAIT: Duration = Duration::from_secs(30);
 
@@ -124,7 +130,16 @@ pub fn parse_url(url: &str, base_dir: &Path) -> Result<ConnectSpec, String> {
             }
         }
     }
-    let mut rest = rest.to_string();
+    // The pairs were written form-encoded, a space as `+`; PostgreSQL's URLs are
+    // percent-encoded (a `+` stays a plus), and a real `+` was written as `%2B`.
+    let mut rest = match rest.query() {
+        Some(q) => {
+            let q = q.replace('+', "%20");
+            rest.set_query(Some(&q));
+            rest.to_string()
+        }
+        None => rest.to_string(),
+    };
     if rest.ends_with('?') {
         rest.pop();
     }
@@ -171,6 +186,19 @@ pub fn parse_url(url: &str, base_dir: &Path) -> Result<ConnectSpec, String> {
         config.application_name("ncp-watchd");
     }
     config.keepalives_idle(KEEPALIVE_IDLE);
+    // A process frozen inside a transaction (SIGSTOP, a stall) would hold its locks, the
+    // commit lock every replica takes included, for as long as it stays frozen: the server
+    // ends such a session after this long, so one frozen replica never stalls the others.
+    // Options the URL gives (`options=-c ...`) are kept; ours come after them and win.
+    let ours = format!(
+        "-c idle_in_transaction_session_timeout={}",
+        IDLE_IN_TRANSACTION.as_millis()
+    );
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {ours}"),
+        _ => ours,
+    };
+    config.options(options);
     let host = parsed.host_str().unwrap_or_default();
     let port = parsed.port().unwrap_or(5432);
     let db = parsed.path().trim_start_matches('/');
@@ -387,6 +415,20 @@ mod tests {
 
     fn parse(url: &str) -> Result<ConnectSpec, String> {
         parse_url(url, Path::new("/etc/ncp-watchd"))
+    }
+
+    #[test]
+    fn a_session_left_idle_inside_a_transaction_is_ended_by_the_server() {
+        let spec = parse("postgres://u@db/x?sslmode=disable").unwrap();
+        assert_eq!(
+            spec.config.get_options(),
+            Some("-c idle_in_transaction_session_timeout=5000")
+        );
+        let spec = parse("postgres://u@db/x?sslmode=disable&options=-c%20search_path%3Dw").unwrap();
+        assert_eq!(
+            spec.config.get_options(),
+            Some("-c search_path=w -c idle_in_transaction_session_timeout=5000")
+        );
     }
 
     #[test]
