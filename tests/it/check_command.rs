@@ -516,6 +516,7 @@ fn the_annotated_example_config_is_valid_and_documents_the_real_defaults() {
     );
     assert_eq!(c.state, ncp_watchd::config::StateConfig::sqlite(DEFAULT_STATE_PATH));
     assert_eq!(c.state_retention, DEFAULT_RETENTION);
+    assert_eq!(c.cluster_lease_ttl, DEFAULT_LEASE_TTL);
     assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
     assert_eq!(
         c.callbacks.as_ref().map(|cb| cb.fallback_interval),
@@ -896,6 +897,43 @@ async fn webhook_templates_are_validated_by_check() {
         6,
         "sink.webhook[0].template_file",
         "cannot read",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_lease_ttl_outside_three_seconds_to_ten_minutes_is_refused_naming_its_line() {
+    for value in ["\"2s\"", "\"11m\"", "\"0s\"", "\"999999y\""] {
+        let toml = format!("{WATCH}[cluster]\nlease_ttl = {value}\n");
+        rejects(&toml, 4, "cluster.lease_ttl", "").await;
+    }
+    rejects(
+        &format!("{WATCH}[cluster]\nlease_ttl = \"soon\"\n"),
+        4,
+        "cluster.lease_ttl",
+        "not a duration",
+    )
+    .await;
+    rejects(
+        &format!("{WATCH}[cluster]\nlease = \"15s\"\n"),
+        4,
+        "cluster.lease",
+        "lease_ttl",
+    )
+    .await;
+    for value in ["\"3s\"", "\"10m\""] {
+        let (_, _, stderr) = check(&format!("{WATCH}[cluster]\nlease_ttl = {value}\n"), &[]).await;
+        assert!(!stderr.contains("lease_ttl"), "{value} is a valid lease: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_sink_name_holding_a_hash_is_refused() {
+    rejects(
+        &format!("{WATCH}[[sink.log]]\nname = \"ops#1\"\n"),
+        4,
+        "sink.log[0].name",
+        "may not hold `#`",
     )
     .await;
 }
