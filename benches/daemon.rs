@@ -7,6 +7,7 @@
 //! cargo bench --bench daemon -- cpu    [--watches 10000] [--seconds 120]
 //! cargo bench --bench daemon -- stall  [--forgotten 2000] [--live 100] [--seconds 300]
 //! cargo bench --bench daemon -- callbacks [--encodes 60] [--seconds 240]
+//! cargo bench --bench daemon -- cluster [--watches 10000] [--seconds 150] [--events 200000]
 //! ```
 //!
 //! `quota` runs the daemon and a naive fixed-interval poller side by side, each against its
@@ -22,7 +23,13 @@ use std::time::{Duration, Instant};
 
 use ncp_watchd::ncp::signer;
 use ncp_watchd::sim::{self, Scenario, SetState, SimConfig, SimHandle};
+use ncp_watchd::config::StateConfig;
 use ncp_watchd::store::{DynamicWatch, Store};
+
+/// The tests' throwaway PostgreSQL server, for the cluster benchmark.
+#[allow(dead_code)]
+#[path = "../tests/it/pg.rs"]
+mod pg;
 
 const WORKSPACE: &str = "bench";
 const PROJECT: &str = "1";
@@ -94,9 +101,14 @@ fn prepare(dir: &Path, sim_url: &str, n: u64, rate: u32, interval: &str) {
 /// Writes `config.toml`: the simulator's URLs, the limits, `poll` as the `[poll]` table's
 /// lines, the one configured watch, and `extra` (sinks) at the end.
 fn write_config(dir: &Path, sim_url: &str, rate: u32, poll: &str, extra: &str) {
+    write_config_on(dir, sim_url, rate, poll, extra, "[state]\npath = \"state.db\"\n");
+}
+
+/// Like [`write_config`], with the store given as its `[state]` table (and `[cluster]`).
+fn write_config_on(dir: &Path, sim_url: &str, rate: u32, poll: &str, extra: &str, state: &str) {
     let config = format!(
         "[api]\nmedia_url = \"{sim_url}\"\nvod_url = \"{sim_url}\"\nrate_limit_per_minute = {rate}\nmax_in_flight = 8\ntimeout = \"10s\"\n\
-         [poll]\n{poll}[state]\npath = \"state.db\"\n[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n\
+         [poll]\n{poll}{state}[server]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n\
          [[watch.video_asset]]\nworkspace = \"{WORKSPACE}\"\nproject_id = \"{PROJECT}\"\nasset_id = \"{STATIC_ASSET}\"\n{extra}"
     );
     std::fs::write(dir.join("config.toml"), config).unwrap();
@@ -104,7 +116,12 @@ fn write_config(dir: &Path, sim_url: &str, rate: u32, poll: &str, extra: &str) {
 
 /// Adds dynamic watches (as `register --watch` does) of the assets `asset_id(i)`.
 fn add_watches(dir: &Path, ids: std::ops::Range<u64>, analysis: bool) {
-    let mut store = Store::open(&ncp_watchd::config::StateConfig::sqlite(dir.join("state.db"))).unwrap();
+    add_watches_to(&StateConfig::sqlite(dir.join("state.db")), ids, analysis);
+}
+
+/// Adds dynamic watches of the assets `asset_id(i)` to the store `state`.
+fn add_watches_to(state: &StateConfig, ids: std::ops::Range<u64>, analysis: bool) {
+    let mut store = Store::open(state).unwrap();
     let watches: Vec<DynamicWatch> = ids
         .map(|i| DynamicWatch {
             id: 0,
@@ -838,6 +855,223 @@ async fn delivery_bench() {
     );
 }
 
+/// A store for one side of the cluster benchmark: SQLite in `dir`, or a fresh PostgreSQL
+/// server (kept alive by the returned handle) with `lease_ttl`.
+fn store_for(dir: &Path, postgres: bool, lease_ttl: &str) -> (Option<pg::PgServer>, String, StateConfig) {
+    if !postgres {
+        return (
+            None,
+            "[state]\npath = \"state.db\"\n".into(),
+            StateConfig::sqlite(dir.join("state.db")),
+        );
+    }
+    let server = pg::start(false).expect("the cluster benchmark needs PostgreSQL (apt-get install postgresql)");
+    let toml = format!("{}[cluster]\nlease_ttl = \"{lease_ttl}\"\n", server.state_toml());
+    let state = server.state_config("sslmode=disable");
+    (Some(server), toml, state)
+}
+
+/// Starts `n` replicas of the config in `dir`, each in a directory of its own (its log).
+fn spawn_replicas(dir: &Path, n: usize) -> Vec<(Child, tempfile::TempDir)> {
+    (0..n)
+        .map(|_| {
+            let own = tempfile::tempdir().unwrap();
+            std::fs::copy(dir.join("config.toml"), own.path().join("config.toml")).unwrap();
+            (spawn_daemon(own.path()), own)
+        })
+        .collect()
+}
+
+/// Unexpired leases per holder pid, from the database.
+fn lease_pids(server: &pg::PgServer) -> HashMap<u32, Vec<u16>> {
+    let out = server.sql_in(
+        "ncp_watchd",
+        "SELECT COALESCE(string_agg(r.pid || ':' || l.shard, ','), '') FROM leases l \
+         JOIN replicas r ON r.id = l.holder WHERE l.expires_at > now()",
+    );
+    let mut by_pid: HashMap<u32, Vec<u16>> = HashMap::new();
+    for pair in out.trim().split(',').filter(|p| !p.is_empty()) {
+        if let Some((pid, shard)) = pair.split_once(':') {
+            by_pid.entry(pid.parse().unwrap()).or_default().push(shard.parse().unwrap());
+        }
+    }
+    by_pid
+}
+
+async fn cluster_bench() {
+    let n = arg("--watches", 10_000);
+    let seconds = arg("--seconds", 150);
+    let quota = 6000u32;
+    println!("## cluster: replicas sharing one PostgreSQL, side by side with SQLite");
+
+    // 1. One quota: 10,000 watches polled as fast as the quota allows.
+    println!("\n### quota: {n} in-progress watches, simulator quota {quota}/min, {seconds} s each");
+    println!("| store | replicas | calls | 429s | peak calls in any 60 s | quota used (from 60 s on) |");
+    println!("|---|---|---|---|---|---|");
+    for (postgres, replicas) in [(false, 1), (true, 1), (true, 2), (true, 3)] {
+        let sim = start_sim(n, quota).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, toml, state) = store_for(dir.path(), postgres, "15s");
+        write_config_on(dir.path(), &sim.url(), quota, "interval = \"15s\"\n", "", &toml);
+        add_watches_to(&state, 0..n, false);
+        let start_ms = now_ms();
+        let mut children = spawn_replicas(dir.path(), replicas);
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        for (c, _) in &mut children {
+            stop(c);
+        }
+        let q = quota_figures(&sim, quota, start_ms + 60_000, start_ms + seconds as i64 * 1000);
+        println!(
+            "| {} | {replicas} | {} | {} | {} | {:.1}% |",
+            if postgres { "PostgreSQL" } else { "SQLite" },
+            q.calls,
+            q.rejected_429,
+            q.peak_60s,
+            q.used_pct
+        );
+    }
+
+    // 2. Failover: kill -9 of one of three replicas; how long until each of its shards is
+    // polled again by the others.
+    let watches = 1000;
+    let ttl = 15;
+    println!("\n### failover: {watches} watches polled every 2 s, 3 replicas, lease_ttl = {ttl}s");
+    println!("| stop | shards moved | first of them polled again | last of them polled again | target |");
+    println!("|---|---|---|---|---|");
+    for signal in ["KILL", "TERM"] {
+        let sim = start_sim(watches, 1_000_000).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (server, toml, state) = store_for(dir.path(), true, &format!("{ttl}s"));
+        let server = server.unwrap();
+        write_config_on(dir.path(), &sim.url(), 1_000_000, "interval = \"2s\"\n", "", &toml);
+        add_watches_to(&state, 0..watches, false);
+        let mut children = spawn_replicas(dir.path(), 3);
+        // Settled: three holders and every watch polled at least once.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while lease_pids(&server).len() < 3 || sim.requests().len() < 2 * watches as usize {
+            assert!(Instant::now() < deadline, "the replicas did not settle");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let victim = children[0].0.id();
+        let moved: Vec<u16> = lease_pids(&server).remove(&victim).unwrap_or_default();
+        let moved_assets: HashMap<String, u16> = (0..watches)
+            .map(asset_id)
+            .map(|id| {
+                let subject = format!("workspaces/{WORKSPACE}/projects/{PROJECT}/video-assets/{id}");
+                (id, ncp_watchd::cluster::shard_of(&subject))
+            })
+            .filter(|(_, shard)| moved.contains(shard))
+            .collect();
+        let killed_ms = now_ms();
+        let _ = Command::new("kill").args(["-s", signal, &victim.to_string()]).status();
+        let _ = children[0].0.wait();
+        // Each moved shard's first poll after the stop.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut first: HashMap<u16, i64> = HashMap::new();
+        let mut seen = 0;
+        while first.len() < moved.len() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let log = sim.requests();
+            for r in log[seen..].iter().filter(|r| r.at_ms > killed_ms) {
+                let id = r
+                    .target
+                    .split("/video-assets/")
+                    .nth(1)
+                    .and_then(|rest| rest.split(['/', '?']).next())
+                    .unwrap_or_default();
+                if let Some(shard) = moved_assets.get(id) {
+                    first.entry(*shard).or_insert(r.at_ms);
+                }
+            }
+            seen = log.len();
+        }
+        let mut times: Vec<f64> = first.values().map(|t| (t - killed_ms) as f64 / 1000.0).collect();
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {} | {} | {:.2} s | {:.2} s{} | ≤ {} s |",
+            if signal == "KILL" { "kill -9" } else { "SIGTERM" },
+            moved.len(),
+            times.first().copied().unwrap_or(f64::NAN),
+            times.last().copied().unwrap_or(f64::NAN),
+            if first.len() < moved.len() { " (not all within 60 s)" } else { "" },
+            ttl + 2
+        );
+        for (c, _) in &mut children[1..] {
+            stop(c);
+        }
+    }
+
+    // 3. Delivery from the outbox, and memory with 100,000 watches.
+    let pending = arg("--events", 200_000);
+    println!("\n### delivery: {pending} events pending, one webhook sink; memory: 100,000 watches");
+    println!("| store | delivered in 30 s | rate | peak RSS delivering | RSS 20 s after a first start with 100,000 watches |");
+    println!("|---|---|---|---|---|");
+    for postgres in [false, true] {
+        let sim = start_sim(0, 1_000_000).await;
+        let (url, count) = counting_receiver().await;
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, toml, state) = store_for(dir.path(), postgres, "15s");
+        write_config_on(
+            dir.path(),
+            &sim.url(),
+            1000,
+            "interval = \"1h\"\n",
+            &format!("[[sink.webhook]]\nname = \"bench\"\nurl = \"{url}\"\n"),
+            &toml,
+        );
+        // The sink's cursors first (as a running daemon would have them), then the backlog.
+        let mut child = spawn_daemon(dir.path());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        stop(&mut child);
+        {
+            let mut store = Store::open(&state).unwrap();
+            let mut batch = Vec::with_capacity(5_000);
+            for i in 0..pending {
+                let id = uuid::Uuid::now_v7().to_string();
+                let subject = format!("workspaces/bench/projects/1/video-assets/{i}");
+                let body = format!(
+                    "{{\"specversion\":\"1.0\",\"id\":\"{id}\",\"source\":\"ncp-watchd/bench\",\"type\":\"video_asset.import.completed\",\"subject\":\"{subject}\",\"time\":\"2026-12-05T00:00:00.000Z\",\"datacontenttype\":\"application/json\",\"data\":{{\"watch\":null,\"resource\":{{\"kind\":\"video_asset\"}},\"previous\":\"IN_PROGRESS\",\"current\":\"COMPLETED\",\"terminal\":true,\"detail\":{{}}}}}}"
+                );
+                batch.push(ncp_watchd::store::OutboxEvent {
+                    id,
+                    event_type: "video_asset.import.completed".into(),
+                    subject,
+                    body,
+                });
+                if batch.len() == 5_000 {
+                    store.commit(&[], &[], &batch, &[]).unwrap();
+                    batch.clear();
+                }
+            }
+            store.commit(&[], &[], &batch, &[]).unwrap();
+        }
+        let mut child = spawn_daemon(dir.path());
+        let pid = child.id();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (c0, t0) = (count.load(std::sync::atomic::Ordering::Relaxed), Instant::now());
+        let mut peak = 0.0f64;
+        while t0.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            peak = peak.max(rss_mib(pid).0);
+        }
+        let (c1, wall) = (count.load(std::sync::atomic::Ordering::Relaxed), t0.elapsed().as_secs_f64());
+        stop(&mut child);
+        // Memory: the same store with 100,000 watches, measured 15 s after a restart.
+        add_watches_to(&state, 0..100_000, false);
+        let mut child = spawn_daemon(dir.path());
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let (rss, _) = rss_mib(child.id());
+        stop(&mut child);
+        println!(
+            "| {} | {} | {:.0} events/s | {peak:.1} MiB | {rss:.1} MiB |",
+            if postgres { "PostgreSQL" } else { "SQLite" },
+            c1 - c0,
+            (c1 - c0) as f64 / wall
+        );
+    }
+}
+
 fn main() {
     let which = std::env::args()
         .skip(1)
@@ -852,12 +1086,13 @@ fn main() {
             "delivery" => delivery_bench().await,
             "stall" => stall_bench().await,
             "callbacks" => callbacks_bench().await,
+            "cluster" => cluster_bench().await,
             "all" => {
                 memory_bench().await;
                 cpu_bench().await;
                 quota_bench().await;
             }
-            _ => eprintln!("usage: cargo bench --bench daemon -- quota|memory|cpu|delivery|stall|callbacks|all [--watches N] [--events N] [--forgotten N] [--live N] [--encodes N] [--seconds S]"),
+            _ => eprintln!("usage: cargo bench --bench daemon -- quota|memory|cpu|delivery|stall|callbacks|cluster|all [--watches N] [--events N] [--forgotten N] [--live N] [--encodes N] [--seconds S]"),
         }
     });
 }
