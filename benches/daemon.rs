@@ -21,9 +21,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ncp_watchd::config::StateConfig;
 use ncp_watchd::ncp::signer;
 use ncp_watchd::sim::{self, Scenario, SetState, SimConfig, SimHandle};
-use ncp_watchd::config::StateConfig;
 use ncp_watchd::store::{DynamicWatch, Store};
 
 /// The tests' throwaway PostgreSQL server, for the cluster benchmark.
@@ -892,7 +892,10 @@ fn lease_pids(server: &pg::PgServer) -> HashMap<u32, Vec<u16>> {
     let mut by_pid: HashMap<u32, Vec<u16>> = HashMap::new();
     for pair in out.trim().split(',').filter(|p| !p.is_empty()) {
         if let Some((pid, shard)) = pair.split_once(':') {
-            by_pid.entry(pid.parse().unwrap()).or_default().push(shard.parse().unwrap());
+            by_pid
+                .entry(pid.parse().unwrap())
+                .or_default()
+                .push(shard.parse().unwrap());
         }
     }
     by_pid
@@ -994,7 +997,11 @@ async fn cluster_bench() {
             moved.len(),
             times.first().copied().unwrap_or(f64::NAN),
             times.last().copied().unwrap_or(f64::NAN),
-            if first.len() < moved.len() { " (not all within 60 s)" } else { "" },
+            if first.len() < moved.len() {
+                " (not all within 60 s)"
+            } else {
+                ""
+            },
             ttl + 2
         );
         for (c, _) in &mut children[1..] {
@@ -1005,7 +1012,9 @@ async fn cluster_bench() {
     // 3. Delivery from the outbox, and memory with 100,000 watches.
     let pending = arg("--events", 200_000);
     println!("\n### delivery: {pending} events pending, one webhook sink; memory: 100,000 watches");
-    println!("| store | delivered in 30 s | rate | peak RSS delivering | RSS 20 s after a first start with 100,000 watches |");
+    println!(
+        "| store | delivered in 30 s | rate | peak RSS delivering | RSS 20 s after a first start with 100,000 watches |"
+    );
     println!("|---|---|---|---|---|");
     for postgres in [false, true] {
         let sim = start_sim(0, 1_000_000).await;
@@ -1055,7 +1064,10 @@ async fn cluster_bench() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             peak = peak.max(rss_mib(pid).0);
         }
-        let (c1, wall) = (count.load(std::sync::atomic::Ordering::Relaxed), t0.elapsed().as_secs_f64());
+        let (c1, wall) = (
+            count.load(std::sync::atomic::Ordering::Relaxed),
+            t0.elapsed().as_secs_f64(),
+        );
         stop(&mut child);
         // Memory: the same store with 100,000 watches, measured 15 s after a restart.
         add_watches_to(&state, 0..100_000, false);

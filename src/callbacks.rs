@@ -26,6 +26,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// came (epoch milliseconds), for `status`.
 pub const LAST_CALLBACK_FACT: &str = "last_vod_callback_ms";
 
+/// The store's `daemon_facts` key under which a replica that took a callback but does not
+/// hold the VOD list records when (epoch milliseconds); the replica holding it reads the
+/// key once a second and takes it as its own hint (SPEC §9 with §10): a callback reaches
+/// whichever replica the load balancer picks.
+pub const VOD_HINT_FACT: &str = "vod_hint_ms";
+
 /// What became of one callback: the `outcome` label of `ncp_watchd_callbacks_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

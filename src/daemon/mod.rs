@@ -282,6 +282,8 @@ pub async fn run(
     }
     // When the last callback was recorded in the store, for `status`.
     let mut callback_recorded: Option<i64> = None;
+    // Callback hints passed between replicas through the store.
+    let mut hints = RelayedHints::default();
     // The first round: every item due now. /readyz answers 200 once each has been polled.
     let mut first_round: HashSet<Arc<str>> = engine.due_keys(now_ms());
     if first_round.is_empty() {
@@ -346,8 +348,13 @@ pub async fn run(
                 }
             }
             _ = callbacks.notified() => {
-                if callbacks.take() && !engine.hint_vod_list(now_ms()) {
-                    tracing::debug!("a VOD Station callback came, but no VOD list is watched");
+                let now = now_ms();
+                if callbacks.take() && !engine.hint_vod_list(now) {
+                    if replica.is_some() && !engine.config().watches.vods.is_empty() {
+                        hints.relay(now, gauge_store.as_mut());
+                    } else {
+                        tracing::debug!("a VOD Station callback came, but no VOD list is watched");
+                    }
                 }
             }
             _ = heartbeat.tick() => {
@@ -356,6 +363,9 @@ pub async fn run(
                 health.tick();
                 if let Some(r) = replica.as_mut() {
                     r.report_drained();
+                    if engine.config().callbacks.is_some() && engine.owns(&target::Target::VodList.subject()) {
+                        hints.take_relayed(&mut engine, gauge_store.as_ref());
+                    }
                 }
                 // When the last callback came, for `status`: at most one write a second.
                 if let Some(at) = callbacks.last_callback_ms().filter(|at| callback_recorded != Some(*at))
@@ -505,6 +515,59 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// VOD Station callback hints passed between replicas: a callback reaches whichever
+/// replica the operator's proxy picks, and only the one holding the VOD list can act on it.
+#[derive(Default)]
+struct RelayedHints {
+    /// When this replica last handed a hint over (epoch ms).
+    relayed_ms: Option<i64>,
+    /// The newest handed-over hint this replica has taken (epoch ms).
+    taken_ms: Option<i64>,
+}
+
+/// A hint handed over longer ago than this when the holder first looks is stale: the
+/// list read it asked for has long been done by whoever held the list then.
+const RELAYED_HINT_FRESH: Duration = Duration::from_secs(5);
+
+impl RelayedHints {
+    /// Hands a hint to the holder of the VOD list: at most one store write per
+    /// [`engine::HINT_COALESCE`], however many callbacks come.
+    fn relay(&mut self, now: i64, store: Option<&mut Store>) {
+        let every = engine::HINT_COALESCE.as_millis() as i64;
+        if self.relayed_ms.is_some_and(|t| now - t < every) {
+            return;
+        }
+        let Some(store) = store else { return };
+        match store.set_fact(crate::callbacks::VOD_HINT_FACT, &now.to_string()) {
+            Ok(()) => {
+                self.relayed_ms = Some(now);
+                tracing::debug!("a VOD Station callback came to a replica without the VOD list: handed to its holder");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot hand a callback's hint to the replica holding the VOD list"),
+        }
+    }
+
+    /// On the replica holding the VOD list: takes a hint another replica handed over.
+    fn take_relayed(&mut self, engine: &mut Engine, store: Option<&Store>) {
+        let Some(store) = store else { return };
+        let at = match store.fact(crate::callbacks::VOD_HINT_FACT) {
+            Ok(v) => v.and_then(|v| v.parse::<i64>().ok()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the hints other replicas handed over");
+                return;
+            }
+        };
+        let now = now_ms();
+        let since = self.taken_ms.unwrap_or(now - RELAYED_HINT_FRESH.as_millis() as i64);
+        if let Some(at) = at.filter(|at| *at > since) {
+            self.taken_ms = Some(at);
+            if engine.hint_vod_list(now) {
+                tracing::debug!("took a VOD Station callback another replica received: the VOD list is due now");
+            }
+        }
+    }
 }
 
 /// Rounds that `once` asked of this daemon through the store, being polled.

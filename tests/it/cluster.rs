@@ -533,3 +533,70 @@ async fn assets_one_replica_discovers_in_anothers_shards_are_polled_by_their_hol
         assert_eq!(n, 1, "{s}: {n} first sights");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_callback_to_a_replica_without_the_vod_list_reaches_its_holder() {
+    const TOKEN: &str = "cbTOKEN0sentinel0a1b2c3d4e5f6a7b8c9d0e1f2";
+    const ENCODE: &str = "vodstation/categories/7/files/a.mp4/outputs/hls";
+    let Some(server) = pg::start(false) else { return };
+    let sim = sim_with(
+        "[[vod]]\ncategory_id = \"7\"\ncategory_name = \"news\"\nfile_path = \"a.mp4\"\noutput_type = \"hls\"\n\
+         started_ago = \"5m\"\nencode = [{ at = \"0s\", status = \"RUNNING\", percent = 10 }]\n",
+        100_000,
+    )
+    .await;
+    // The VOD list is read every 30 s at most; only a callback makes it due sooner.
+    let config = config_text(
+        &sim.url(),
+        "",
+        &format!(
+            "[[watch.vod]]\ncategories = [\"7\"]\n\n[poll]\ninterval = \"30s\"\ndiscovery_interval = \"30s\"\n\n\
+             [callbacks]\nvod_token_env = \"VOD_TOKEN\"\nfallback_interval = \"5m\"\n\n\
+             [cluster]\nlease_ttl = \"3s\"\n\n{}",
+            server.state_toml()
+        ),
+    );
+    let start = || async {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("config.toml"), &config).unwrap();
+        let mut d = Daemon::start_with_env(tmp.path(), &[("VOD_TOKEN", TOKEN)]).await;
+        d.adopt(tmp);
+        d.wait_started().await;
+        d
+    };
+    let (a, b) = (start().await, start().await);
+    wait_holdings(&server, &[8, 8], Duration::from_secs(30)).await;
+    let subjects = vec![ENCODE.to_string()];
+    wait_outbox(&server, &subjects, "vod.encode.running", Duration::from_secs(30)).await;
+    let holder = holder_pid(&server, shard_of("vodstation"));
+    let elsewhere = if a.child.id() == holder { &b } else { &a };
+    sim.set(ncp_watchd::sim::SetState::Vod {
+        category_id: "7".into(),
+        category_name: None,
+        file_path: "a.mp4".into(),
+        output_type: "hls".into(),
+        status: "COMPLETE".into(),
+        percent: Some(100.0),
+        new_job: false,
+    });
+    let answer = reqwest::Client::new()
+        .post(format!(
+            "http://{}/callbacks/vod/{TOKEN}",
+            elsewhere.server_addr().await
+        ))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"categoryId": 7, "categoryName": "news", "fileId": 1, "filePath": "a.mp4",
+                               "encodingOptionId": 2, "outputType": "hls", "link": "", "status": "COMPLETE"})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 204);
+    // Well before the 30 s read: the holder took the hint the other replica handed over.
+    let events = wait_outbox(&server, &subjects, "vod.encode.complete", Duration::from_secs(10)).await;
+    let complete = events.iter().find(|e| e["type"] == "vod.encode.complete").unwrap();
+    assert_eq!(complete["data"]["hint"], "callback", "{complete}");
+    assert!(!elsewhere.log().contains(TOKEN) && !a.log().contains(TOKEN));
+}
