@@ -871,13 +871,17 @@ fn store_for(dir: &Path, postgres: bool, lease_ttl: &str) -> (Option<pg::PgServe
     (Some(server), toml, state)
 }
 
-/// Starts `n` replicas of the config in `dir`, each in a directory of its own (its log).
-fn spawn_replicas(dir: &Path, n: usize) -> Vec<(Child, tempfile::TempDir)> {
+/// Starts `n` replicas of the config in `dir`: the first in `dir` itself (where an SQLite
+/// store lives), the others each in a directory of its own (its log).
+fn spawn_replicas(dir: &Path, n: usize) -> Vec<(Child, Option<tempfile::TempDir>)> {
     (0..n)
-        .map(|_| {
+        .map(|i| {
+            if i == 0 {
+                return (spawn_daemon(dir), None);
+            }
             let own = tempfile::tempdir().unwrap();
             std::fs::copy(dir.join("config.toml"), own.path().join("config.toml")).unwrap();
-            (spawn_daemon(own.path()), own)
+            (spawn_daemon(own.path()), Some(own))
         })
         .collect()
 }

@@ -335,6 +335,10 @@ pub struct Engine {
     /// The newest item sequence number looked at, to find items other replicas create in
     /// this replica's shards.
     created_seen: i64,
+    /// When each shard was last taken (epoch ms, this process's clock): a poll started
+    /// before then belongs to an earlier hold of the shard, and another replica may have
+    /// seen newer states in between, so its answer is dropped.
+    gained_at: HashMap<u16, i64>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -398,6 +402,7 @@ impl Engine {
             hints: VodHints::default(),
             shards,
             created_seen,
+            gained_at: HashMap::new(),
         };
         // Items that were waiting on a refused key before a restart wait on it still.
         let failing_account = engine
@@ -427,6 +432,18 @@ impl Engine {
         self.shards.is_none_or(|set| set.contains(shard_of(subject)))
     }
 
+    /// Whether a poll of `target` started at `at_ms` began before this replica last took
+    /// the target's shard: its answer may be older than what another replica committed
+    /// while it held the shard, and is dropped (the item is polled again).
+    fn polled_in_an_earlier_hold(&self, target: &Target, at_ms: i64) -> bool {
+        self.shards.is_some()
+            && !self.gained_at.is_empty()
+            && self
+                .gained_at
+                .get(&shard_of(&target.subject()))
+                .is_some_and(|gained| at_ms < *gained)
+    }
+
     /// The shards this replica works (`None`: all).
     pub fn shards(&self) -> Option<ShardSet> {
         self.shards
@@ -445,6 +462,10 @@ impl Engine {
             self.auth_waiting.retain(|k| self.items.contains_key(k));
         }
         let mut loaded = 0;
+        let now = now_ms();
+        for s in gained.iter() {
+            self.gained_at.insert(s, now);
+        }
         if !gained.is_empty() {
             self.created_seen = self.created_seen.max(self.store.last_item_created()?);
             let mut rows = Vec::new();
@@ -812,6 +833,13 @@ impl Engine {
         for r in results {
             let Some(base) = self.items.get(&r.key) else { continue };
             if !base.active {
+                continue;
+            }
+            if self.polled_in_an_earlier_hold(&base.target, r.at_ms) {
+                // Loaded while this poll was out, the item left the queue: back on its due time.
+                if let Some(due) = base.next_due_ms.filter(|_| base.schedulable()) {
+                    self.queue.push(r.key.clone(), due);
+                }
                 continue;
             }
             let mut item = staged.items.get(&r.key).cloned().unwrap_or_else(|| base.clone());

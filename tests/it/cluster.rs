@@ -600,3 +600,53 @@ async fn a_callback_to_a_replica_without_the_vod_list_reaches_its_holder() {
     assert_eq!(complete["data"]["hint"], "callback", "{complete}");
     assert!(!elsewhere.log().contains(TOKEN) && !a.log().contains(TOKEN));
 }
+
+#[test]
+fn an_answer_to_a_poll_sent_before_the_shard_was_taken_again_is_dropped() {
+    use ncp_watchd::daemon::engine::{Engine, PollResult, Polled, now_ms};
+    use ncp_watchd::watch::{Aspect, Observation, Resource};
+    let dir = tempfile::tempdir().unwrap();
+    let text = crate::helpers::config_text(
+        "http://127.0.0.1:9",
+        "",
+        &format!(
+            "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"1\"\n[state]\npath = \"{}\"\n",
+            dir.path().join("state.db").display()
+        ),
+    );
+    let config = crate::helpers::config(&text);
+    let store = Store::open(&config.state).unwrap();
+    let mut engine = Engine::open_sharded(config, store, Some(ShardSet::all())).unwrap();
+    let (key, _) = engine.next_due(now_ms()).expect("the watch is due");
+    let sent = now_ms() - 1;
+    let answer = |at_ms| PollResult {
+        key: key.clone(),
+        outcome: Ok(Polled::Status(Observation {
+            resource: Resource::VideoAsset {
+                workspace: "ws".into(),
+                project_id: "1".into(),
+                asset_id: "1".into(),
+            },
+            aspect: Aspect::Import,
+            status: "IN_PROGRESS".into(),
+            percent: None,
+            changed_at_ms: None,
+            awaiting_file: false,
+            detail: serde_json::json!({}),
+        })),
+        at_ms,
+    };
+    // The shard goes to another replica and comes back while the poll is out.
+    engine.set_shards(ShardSet::EMPTY).unwrap();
+    engine.set_shards(ShardSet::all()).unwrap();
+    assert!(
+        engine.apply(vec![answer(sent)]).unwrap().is_empty(),
+        "a stale answer is dropped"
+    );
+    // The item is polled again, and that answer counts.
+    let (again, _) = engine.next_due(now_ms() + 1).expect("the item is due again");
+    assert_eq!(again, key);
+    let events = engine.apply(vec![answer(now_ms())]).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type, "video_asset.import.in_progress");
+}
