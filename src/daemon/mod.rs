@@ -422,8 +422,13 @@ pub async fn run(
                             match NcpClient::new(&engine.config().api, &new_credentials) {
                                 Ok(c) => {
                                     client = c
+                                        .with_gates_of(&client)
                                         .with_max_host_pause(engine.config().poll.max_backoff)
                                         .with_call_history(calls.clone());
+                                    // A replica's new limiters take its share, not the whole quota.
+                                    if let Some(r) = &replica {
+                                        client.set_quota_share(r.held().len());
+                                    }
                                     if keys_changed {
                                         tracing::info!(access_key = %new_credentials.access_key_source, secret_key = %new_credentials.secret_key_source, "credentials read again: the new keys sign from now on");
                                     }

@@ -79,6 +79,11 @@ impl Replica {
         rx
     }
 
+    /// The shards the engine works now.
+    pub(super) fn held(&self) -> ShardSet {
+        self.held
+    }
+
     /// Applies a new view: see the module's note for the order.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn apply_view(

@@ -38,8 +38,8 @@ const DEFAULT_HOST_PAUSE: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 struct HostGate {
     limiter: RateLimiter,
-    /// The host's whole quota, `[api] rate_limit_per_minute`.
-    quota: u32,
+    /// The host's whole quota, `[api] rate_limit_per_minute` (a reload may change it).
+    quota: std::sync::atomic::AtomicU32,
     paused_until: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Waiters take turns in arrival order (tokio's mutex is fair): the limiter alone would
     /// let a late caller take a slot before one that has waited longer, which breaks the
@@ -51,9 +51,21 @@ impl HostGate {
     fn new(per_minute: NonZeroU32) -> Self {
         Self {
             limiter: RateLimiter::per_minute(per_minute),
-            quota: per_minute.get(),
+            quota: per_minute.get().into(),
             paused_until: std::sync::Mutex::new(None),
             turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The host's whole quota, as configured now.
+    fn quota(&self) -> u32 {
+        self.quota.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A reload changed the host's quota: the limiter takes it at once.
+    fn set_quota(&self, per_minute: u32) {
+        if self.quota.swap(per_minute, std::sync::atomic::Ordering::SeqCst) != per_minute {
+            self.limiter.set_per_minute(NonZeroU32::new(per_minute));
         }
     }
 
@@ -92,11 +104,27 @@ impl HostGate {
 }
 
 impl NcpClient {
+    /// This client, sending through `old`'s gates. A reload that remakes the client keeps
+    /// one limiter (and one 429 pause) per host: the polls still waiting at the old client
+    /// and the new client's take turns at the same limiter, so the quota holds through the
+    /// reload instead of being spent twice over while the old queue drains. A changed
+    /// quota is applied to the kept limiters.
+    pub fn with_gates_of(mut self, old: &NcpClient) -> Self {
+        for (new, kept) in [
+            (&mut self.media_gate, &old.media_gate),
+            (&mut self.vod_gate, &old.vod_gate),
+        ] {
+            kept.set_quota(new.quota());
+            *new = kept.clone();
+        }
+        self
+    }
+
     /// Limits this process to its share of each host's quota when it holds `held` of the
     /// cluster's shards (SPEC §9): the quota is the whole cluster's budget.
     pub fn set_quota_share(&self, held: u16) {
         for (gate, host) in [(&self.media_gate, Host::Media), (&self.vod_gate, Host::Vod)] {
-            let share = crate::cluster::quota_share(gate.quota, held);
+            let share = crate::cluster::quota_share(gate.quota(), held);
             gate.limiter.set_per_minute(share.and_then(NonZeroU32::new));
             metrics::gauge!("ncp_watchd_quota_share_per_minute", "host" => host.as_str())
                 .set(f64::from(share.unwrap_or(0)));

@@ -650,3 +650,38 @@ fn an_answer_to_a_poll_sent_before_the_shard_was_taken_again_is_dropped() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event_type, "video_asset.import.in_progress");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_that_remakes_the_client_keeps_the_replicas_share_of_the_quota() {
+    let Some(server) = pg::start(false) else { return };
+    let assets = 20;
+    let quota = 120;
+    let sim = sim_with(&scenario(assets), 100_000).await;
+    let api = format!("rate_limit_per_minute = {quota}");
+    let config = cluster_config(&sim.url(), &server, assets, &api);
+    let a = Daemon::start(&config).await;
+    let _b = Daemon::start(&config).await;
+    wait_holdings(&server, &[8, 8], Duration::from_secs(30)).await;
+    // A new [api] setting remakes the client of one replica (new limiters).
+    let reloaded = cluster_config(&sim.url(), &server, assets, &format!("{api}\ntimeout = \"9s\""));
+    std::fs::write(a.dir.join("config.toml"), reloaded).unwrap();
+    a.signal("HUP");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !a.log().contains("configuration reloaded") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", a.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let from = ncp_watchd::daemon::engine::now_ms();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    // Each replica holds half the shards: 120 × 8/16 less its reserve of 4 is 56 a minute,
+    // about 37 calls between them in 20 s. A reloaded replica with limiters of its own
+    // beside the old ones (the polls queued there still draining) or at the whole quota
+    // made 46 to 55.
+    let calls = sim.requests().iter().filter(|r| r.at_ms >= from).count();
+    assert!(calls <= 45, "{calls} calls in 20 s: a replica took more than its share");
+    assert!(
+        calls >= 10,
+        "{calls} calls in 20 s: the shares were not used\n{}",
+        a.log()
+    );
+}
