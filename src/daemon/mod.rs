@@ -528,8 +528,10 @@ pub async fn run(
 struct RelayedHints {
     /// When this replica last handed a hint over (epoch ms).
     relayed_ms: Option<i64>,
-    /// The newest handed-over hint this replica has taken (epoch ms).
+    /// The newest handed-over hint this replica has taken (epoch ms, at most its time).
     taken_ms: Option<i64>,
+    /// The stamp of that hint as written, so one stamp is taken once.
+    taken_stamp: Option<i64>,
 }
 
 /// A hint handed over longer ago than this when the holder first looks is stale: the
@@ -566,8 +568,11 @@ impl RelayedHints {
         };
         let now = now_ms();
         let since = self.taken_ms.unwrap_or(now - RELAYED_HINT_FRESH.as_millis() as i64);
-        if let Some(at) = at.filter(|at| *at > since) {
-            self.taken_ms = Some(at);
+        if let Some(at) = at.filter(|at| *at > since && Some(*at) != self.taken_stamp) {
+            // Capped at now: a hint stamped in the future by a replica whose clock runs
+            // ahead is taken once and must not hide the hints after it.
+            self.taken_ms = Some(at.min(now));
+            self.taken_stamp = Some(at);
             if engine.hint_vod_list(now) {
                 tracing::debug!("took a VOD Station callback another replica received: the VOD list is due now");
             }
