@@ -468,15 +468,15 @@ impl Engine {
         }
         if !gained.is_empty() {
             self.created_seen = self.created_seen.max(self.store.last_item_created()?);
-            let mut rows = Vec::new();
-            self.store.for_each_item_in(gained, &mut |row| rows.push(row))?;
+            // Streamed, one row at a time: a shard of 100,000 items never sits in memory twice.
+            let (store, items) = (&self.store, &mut self.items);
             let mut interner = self.interner.borrow_mut();
-            for row in rows {
+            store.for_each_item_in(gained, &mut |row| {
                 if let Some(item) = Item::from_row(row, &mut interner) {
                     loaded += 1;
-                    self.items.insert(item.key.clone(), item);
+                    items.insert(item.key.clone(), item);
                 }
-            }
+            })?;
             drop(interner);
             let config = (*self.config).clone();
             self.reconcile(config)?;
@@ -532,26 +532,14 @@ impl Engine {
         // restart with 100,000 unchanged items allocates almost nothing per item here.
         let mut changed: HashMap<Arc<str>, Item> = HashMap::new();
         let mut wanted_keys: HashSet<Arc<str>> = HashSet::with_capacity(self.items.len());
-        // Watches of other replicas' shards: created for them if absent, nothing more.
-        let mut creates: Vec<ItemRow> = Vec::new();
         for w in from_config(&self.config) {
-            self.want(w, Origin::Config, now, &mut changed, &mut wanted_keys, &mut creates);
+            self.want(w, Origin::Config, now, &mut changed, &mut wanted_keys);
         }
         let mut dynamic_seen = self.dynamic_seen;
         self.store.for_each_dynamic_watch(&mut |d| {
             dynamic_seen = dynamic_seen.max(d.id);
-            self.want(
-                dynamic_wanted(&d),
-                Origin::Dynamic,
-                now,
-                &mut changed,
-                &mut wanted_keys,
-                &mut creates,
-            );
+            self.want(dynamic_wanted(&d), Origin::Dynamic, now, &mut changed, &mut wanted_keys);
         })?;
-        for chunk in creates.chunks(5000) {
-            self.store.commit(&[], &[], &[], chunk)?;
-        }
         self.dynamic_seen = dynamic_seen;
         // Items no longer wanted stop, and items wanted again start, keeping their state:
         // an item is wanted when a watch names it or when what it hangs off (its project
@@ -594,11 +582,10 @@ impl Engine {
         now: i64,
         changed: &mut HashMap<Arc<str>, Item>,
         wanted_keys: &mut HashSet<Arc<str>>,
-        creates: &mut Vec<ItemRow>,
     ) {
+        // A watch of another replica's shard is that replica's to make: every replica runs
+        // the same config and reconciles the shards it takes.
         if !self.owns(&w.target.subject()) {
-            let watch: Option<Arc<str>> = w.watch.as_deref().map(Arc::from);
-            creates.push(Item::new(w.target, watch, origin, Some(now)).to_row());
             return;
         }
         let target = w.target.interned(&mut self.interner.borrow_mut());

@@ -229,8 +229,17 @@ pub fn block<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) 
     runtime()?.spawn(async move {
         let _ = tx.send(work.await);
     });
-    rx.recv()
-        .map_err(|_| StoreError::Postgres("a PostgreSQL statement's task ended without an answer".into()))
+    let wait = move || {
+        rx.recv()
+            .map_err(|_| StoreError::Postgres("a PostgreSQL statement's task ended without an answer".into()))
+    };
+    // Called from a task of the daemon's own multi-threaded runtime (the loop, a sink), the
+    // wait hands the worker's other tasks to another thread first: a round trip to the
+    // server never holds up the HTTP calls and timers of the tasks beside it.
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+        _ => wait(),
+    }
 }
 
 /// The store's `[state] url`, parsed (config validation has already accepted it).

@@ -279,6 +279,26 @@ impl PgStore {
     }
 }
 
+/// Opens the transaction that records a sink's progress. It commits without waiting for
+/// the server's disk (`synchronous_commit = off`), as SQLite records progress with
+/// `synchronous=NORMAL`: a crash of ncp-watchd loses nothing, a crash of the server may
+/// lose the last fraction of a second of progress, and those events are delivered again
+/// with the same ids. A shard's part of a sink records progress only while this replica
+/// holds the shard: a replica paused past its lease cannot move a cursor its successor
+/// relies on.
+async fn progress_transaction<'a>(
+    c: &'a mut Object,
+    fence: Option<&Fence>,
+    sink: &str,
+) -> Result<deadpool_postgres::Transaction<'a>, Fail> {
+    let tx = c.transaction().await?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off").await?;
+    if let (Some(fence), (_, Some(shard))) = (fence, split_shard_sink(sink)) {
+        lease::check(&tx, fence, ShardSet::of([shard]), true).await?;
+    }
+    Ok(tx)
+}
+
 /// A statement parameter, owned so it can cross to the PostgreSQL runtime.
 type Param = Box<dyn ToSql + Send + Sync>;
 
@@ -708,11 +728,7 @@ impl Backend for PgStore {
         let sink = sink.to_string();
         let fence = lease::fence();
         self.run(move |mut c| async move {
-            let tx = c.transaction().await?;
-            // A shard's sink records progress only while this replica holds the shard.
-            if let (Some(fence), (_, Some(shard))) = (&fence, split_shard_sink(&sink)) {
-                lease::check(&tx, fence, ShardSet::of([shard]), true).await?;
-            }
+            let tx = progress_transaction(&mut c, fence.as_ref(), &sink).await?;
             tx.execute("UPDATE sink_cursors SET last_seq = $2 WHERE sink = $1", &[&sink, &seq])
                 .await?;
             tx.commit().await?;
@@ -925,12 +941,7 @@ impl Backend for PgStore {
         let outcomes = outcomes.to_vec();
         let fence = lease::fence();
         self.run(move |mut c| async move {
-            let tx = c.transaction().await?;
-            // A shard's sink records progress only while this replica holds the shard: a
-            // replica paused past its lease cannot move a cursor its successor relies on.
-            if let (Some(fence), (_, Some(shard))) = (&fence, split_shard_sink(&sink)) {
-                lease::check(&tx, fence, ShardSet::of([shard]), true).await?;
-            }
+            let tx = progress_transaction(&mut c, fence.as_ref(), &sink).await?;
             let done = tx
                 .prepare_cached("INSERT INTO webhook_done (sink, seq) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .await?;
