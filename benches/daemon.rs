@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo bench --bench daemon -- quota  [--watches 10000] [--seconds 300]
-//! cargo bench --bench daemon -- memory [--watches 100000]
+//! cargo bench --bench daemon -- memory [--watches 100000] [--postgres]
 //! cargo bench --bench daemon -- cpu    [--watches 10000] [--seconds 120]
 //! cargo bench --bench daemon -- stall  [--forgotten 2000] [--live 100] [--seconds 300]
 //! cargo bench --bench daemon -- callbacks [--encodes 60] [--seconds 240]
@@ -16,6 +16,7 @@
 //! forgotten analyses beside live imports, and injects the same imports into both.
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -140,9 +141,23 @@ fn add_watches_to(state: &StateConfig, ids: std::ops::Range<u64>, analysis: bool
     store.add_dynamic_watches(&watches).unwrap();
 }
 
+/// Starts the daemon on the config in `dir`. With `BENCH_WRAP` set (say `heaptrack -o
+/// /tmp/ht`), the daemon runs under that command, to profile it (the RSS figures are then
+/// the wrapper's).
 fn spawn_daemon(dir: &Path) -> Child {
     let log = std::fs::File::create(dir.join("daemon.log")).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_ncp-watchd"))
+    let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_ncp-watchd"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_ncp-watchd")),
+    };
+    command
+        .process_group(0)
         .args(["run", "-c", dir.join("config.toml").to_str().unwrap()])
         .env("NCLOUD_ACCESS_KEY", sim::DEFAULT_ACCESS_KEY)
         .env("NCLOUD_SECRET_KEY", sim::DEFAULT_SECRET_KEY)
@@ -153,8 +168,10 @@ fn spawn_daemon(dir: &Path) -> Child {
 }
 
 fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-s", "TERM", &child.id().to_string()])
+    // The daemon itself, not a `BENCH_WRAP` wrapper around it (which writes its results
+    // once the daemon has exited).
+    let _ = Command::new("pkill")
+        .args(["-TERM", "-x", "-g", &child.id().to_string(), "ncp-watchd"])
         .status();
     let _ = child.wait();
 }
@@ -379,9 +396,12 @@ async fn quota_bench() {
 async fn memory_bench() {
     let n = arg("--watches", 100_000);
     println!("## memory and startup: {n} watches in the store");
+    let postgres = flag("--postgres");
     let sim = start_sim(n, 1_000_000).await;
     let dir = tempfile::tempdir().unwrap();
-    prepare(dir.path(), &sim.url(), n, 1000, "15s");
+    let (_server, toml, state) = store_for(dir.path(), postgres, "15s");
+    write_config_on(dir.path(), &sim.url(), 1000, "interval = \"15s\"\n", "", &toml);
+    add_watches_to(&state, 0..n, false);
     // First start: the store's dynamic watches become items.
     let first = Instant::now();
     let mut child = spawn_daemon(dir.path());

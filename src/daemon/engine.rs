@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use indexmap::IndexMap;
 
-use super::target::{Interner, Target, Wanted, from_config};
+use super::target::{EncodeOutput, Interner, Target, Wanted, from_config};
 use crate::cluster::{ShardSet, shard_of};
 use crate::config::Config;
 use crate::event::{CloudEvent, UNKNOWN_STATUS};
@@ -62,6 +63,38 @@ impl Origin {
     }
 }
 
+/// A time that may not have come, in epoch milliseconds: 8 bytes where an `Option<i64>`
+/// takes 16. An item holds four, so 100,000 items are 3 MB smaller.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct When(i64);
+
+impl When {
+    /// No time (`i64::MIN`: 292 million years before any clock reads it).
+    pub const NEVER: Self = Self(i64::MIN);
+
+    /// The time `ms`.
+    pub fn at(ms: i64) -> Self {
+        Self(ms.max(i64::MIN + 1))
+    }
+
+    /// The time, if there is one.
+    pub fn get(self) -> Option<i64> {
+        (self != Self::NEVER).then_some(self.0)
+    }
+}
+
+impl From<Option<i64>> for When {
+    fn from(ms: Option<i64>) -> Self {
+        ms.map_or(Self::NEVER, Self::at)
+    }
+}
+
+impl std::fmt::Debug for When {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
 /// One item in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
@@ -82,7 +115,7 @@ pub struct Item {
     /// Whether the last status was terminal.
     pub terminal: bool,
     /// When to poll next.
-    pub next_due_ms: Option<i64>,
+    pub next_due_ms: When,
     /// Consecutive failures.
     pub failures: u32,
     /// Whether `watch.failing` is outstanding.
@@ -90,16 +123,16 @@ pub struct Item {
     /// The last failure.
     pub last_error: Option<Box<str>>,
     /// Last poll.
-    pub last_polled_ms: Option<i64>,
+    pub last_polled_ms: When,
     /// Last change.
-    pub last_change_ms: Option<i64>,
+    pub last_change_ms: When,
     /// When the item was first watched or seen.
     pub since_ms: i64,
     /// Whether `watch.stalled` was emitted for the current status.
     pub stalled: bool,
     /// The API's own time of the status followed (a VOD job's `lastWorkTime`), so an
     /// older job of the same output is never followed again.
-    pub changed_at_ms: Option<i64>,
+    pub changed_at_ms: When,
 }
 
 impl Item {
@@ -113,15 +146,15 @@ impl Item {
             status: None,
             percent: None,
             terminal: false,
-            next_due_ms: due,
+            next_due_ms: due.into(),
             failures: 0,
             failing: false,
             last_error: None,
-            last_polled_ms: None,
-            last_change_ms: None,
+            last_polled_ms: When::NEVER,
+            last_change_ms: When::NEVER,
             since_ms: now_ms(),
             stalled: false,
-            changed_at_ms: None,
+            changed_at_ms: When::NEVER,
         }
     }
 
@@ -141,15 +174,15 @@ impl Item {
             status: self.status.as_deref().map(str::to_string),
             percent: self.percent,
             terminal: self.terminal,
-            next_due_ms: self.next_due_ms,
+            next_due_ms: self.next_due_ms.get(),
             failures: self.failures,
             failing: self.failing,
             last_error: self.last_error.as_deref().map(str::to_string),
-            last_polled_ms: self.last_polled_ms,
-            last_change_ms: self.last_change_ms,
+            last_polled_ms: self.last_polled_ms.get(),
+            last_change_ms: self.last_change_ms.get(),
             since_ms: Some(self.since_ms),
             stalled: self.stalled,
-            changed_at_ms: self.changed_at_ms,
+            changed_at_ms: self.changed_at_ms.get(),
         }
     }
 
@@ -164,15 +197,15 @@ impl Item {
             status: row.status.as_deref().map(|s| interner.get(s)),
             percent: row.percent,
             terminal: row.terminal,
-            next_due_ms: row.next_due_ms,
+            next_due_ms: row.next_due_ms.into(),
             failures: row.failures,
             failing: row.failing,
             last_error: row.last_error.map(String::into_boxed_str),
-            last_polled_ms: row.last_polled_ms,
-            last_change_ms: row.last_change_ms,
+            last_polled_ms: row.last_polled_ms.into(),
+            last_change_ms: row.last_change_ms.into(),
             since_ms: row.since_ms.unwrap_or_else(now_ms),
             stalled: row.stalled,
-            changed_at_ms: row.changed_at_ms,
+            changed_at_ms: row.changed_at_ms.into(),
         })
     }
 
@@ -185,7 +218,7 @@ impl Item {
 
     /// Whether the scheduler should hold it in the queue.
     fn schedulable(&self) -> bool {
-        self.active && self.target.polled() && self.next_due_ms.is_some()
+        self.active && self.target.polled() && self.next_due_ms.get().is_some()
     }
 }
 
@@ -268,7 +301,7 @@ pub async fn poll(client: &NcpClient, target: &Target, window: PollWindow) -> Re
                 from,
             )
         }
-        Target::Listing { .. } | Target::Encode { .. } | Target::Account { .. } => {
+        Target::Listing { .. } | Target::Encode(_) | Target::Account { .. } => {
             return Err(ApiError::Transport("list-fed items are not polled on their own".into()));
         }
     })
@@ -315,7 +348,10 @@ struct Staged {
 pub struct Engine {
     config: Arc<Config>,
     store: Store,
-    items: HashMap<Arc<str>, Item>,
+    /// The items by key. An index map keeps them in one dense array beside a table of
+    /// indices, where a hash map's table holds whole items in buckets that are an eighth
+    /// to half empty: 100,000 items take a third less memory.
+    items: IndexMap<Arc<str>, Item>,
     queue: DueQueue,
     in_flight: HashSet<Arc<str>>,
     dynamic_seen: i64,
@@ -374,7 +410,7 @@ impl Engine {
             None => store.item_count()? as usize,
             Some(_) => 0,
         };
-        let mut items = HashMap::with_capacity(capacity);
+        let mut items = IndexMap::with_capacity(capacity);
         let mut interner = Interner::default();
         let mut load = |row: ItemRow| {
             let key = row.key.clone();
@@ -503,7 +539,7 @@ impl Engine {
             if let Some(item) = Item::from_row(row, &mut interner) {
                 if item.schedulable() {
                     self.queue
-                        .push(item.key.clone(), item.next_due_ms.unwrap_or_else(now_ms));
+                        .push(item.key.clone(), item.next_due_ms.get().unwrap_or_else(now_ms));
                 }
                 self.items.insert(item.key.clone(), item);
                 added += 1;
@@ -553,7 +589,7 @@ impl Engine {
                 let mut item = item.clone();
                 item.active = keep;
                 if keep && item.target.polled() && (!item.terminal || recheck) {
-                    item.next_due_ms = Some(item.next_due_ms.unwrap_or(now).min(now));
+                    item.next_due_ms = When::at(item.next_due_ms.get().unwrap_or(now).min(now));
                 }
                 flips.push(item);
             }
@@ -642,7 +678,7 @@ impl Engine {
                 wanted.contains(import(workspace, project_id, asset_id).as_str())
                     || wanted.contains(project(workspace, project_id).as_str())
             }
-            Target::Encode { .. } => wanted.contains(Target::VodList.key().as_str()),
+            Target::Encode(_) => wanted.contains(Target::VodList.key().as_str()),
             _ => false,
         }
     }
@@ -661,7 +697,7 @@ impl Engine {
         {
             self.queue.push(
                 item.key.clone(),
-                item.next_due_ms.expect("schedulable items have a due time"),
+                item.next_due_ms.get().expect("schedulable items have a due time"),
             );
         }
     }
@@ -684,7 +720,7 @@ impl Engine {
         let recheck = self.config.poll.terminal_recheck.is_some();
         for item in self.items.values_mut() {
             if item.active && item.target.polled() && (!item.terminal || recheck) {
-                item.next_due_ms = Some(now);
+                item.next_due_ms = When::at(now);
             }
         }
         self.rebuild_queue();
@@ -695,7 +731,7 @@ impl Engine {
         while let Some((key, due)) = self.queue.pop_due(now_ms) {
             let Some(item) = self.items.get(&key) else { continue };
             // Entries left behind by a reschedule or a deactivation are skipped.
-            if !item.schedulable() || item.next_due_ms != Some(due) || self.in_flight.contains(&key) {
+            if !item.schedulable() || item.next_due_ms.get() != Some(due) || self.in_flight.contains(&key) {
                 continue;
             }
             self.in_flight.insert(key.clone());
@@ -721,7 +757,7 @@ impl Engine {
     pub fn due_keys(&self, now_ms: i64) -> HashSet<Arc<str>> {
         self.items
             .iter()
-            .filter(|(_, i)| i.schedulable() && i.next_due_ms.is_some_and(|d| d <= now_ms))
+            .filter(|(_, i)| i.schedulable() && i.next_due_ms.get().is_some_and(|d| d <= now_ms))
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -753,7 +789,7 @@ impl Engine {
         let now = now_ms();
         for waiting in std::mem::take(&mut self.auth_waiting) {
             if let Some(item) = self.items.get_mut(&waiting).filter(|i| i.schedulable()) {
-                item.next_due_ms = Some(now);
+                item.next_due_ms = When::at(now);
                 self.queue.push(waiting, now);
             }
         }
@@ -774,10 +810,10 @@ impl Engine {
             return true;
         }
         let due = now.max(self.hints.last_read_ms.saturating_add(ms(HINT_COALESCE)));
-        if item.next_due_ms.is_some_and(|d| d > due) {
+        if item.next_due_ms.get().is_some_and(|d| d > due) {
             let key = key.clone();
             if let Some(item) = self.items.get_mut(&key) {
-                item.next_due_ms = Some(due);
+                item.next_due_ms = When::at(due);
             }
             self.queue.push(key, due);
         }
@@ -793,7 +829,7 @@ impl Engine {
         let oldest = self
             .items
             .values()
-            .filter(|i| i.active && !i.terminal && matches!(i.target, Target::Encode { .. }))
+            .filter(|i| i.active && !i.terminal && matches!(i.target, Target::Encode(_)))
             .map(|i| i.since_ms)
             .min()
             .unwrap_or(usual);
@@ -824,13 +860,13 @@ impl Engine {
             }
             if self.polled_in_an_earlier_hold(&base.target, r.at_ms) {
                 // Loaded while this poll was out, the item left the queue: back on its due time.
-                if let Some(due) = base.next_due_ms.filter(|_| base.schedulable()) {
+                if let Some(due) = base.next_due_ms.get().filter(|_| base.schedulable()) {
                     self.queue.push(r.key.clone(), due);
                 }
                 continue;
             }
             let mut item = staged.items.get(&r.key).cloned().unwrap_or_else(|| base.clone());
-            item.last_polled_ms = Some(r.at_ms);
+            item.last_polled_ms = When::at(r.at_ms);
             let hinted = matches!(item.target, Target::VodList) && std::mem::take(&mut self.hints.in_flight_hinted);
             match r.outcome {
                 Ok(polled) => {
@@ -850,12 +886,12 @@ impl Engine {
                         Polled::Status(o) => {
                             if self.upload_not_landed(&item, &o, now) {
                                 // Not final while the watch is young: the file may be on its way.
-                                item.next_due_ms = Some(now + ms(self.config.poll.interval));
+                                item.next_due_ms = When::at(now + ms(self.config.poll.interval));
                             } else {
                                 self.observe(&mut item, &o, 0, now, time, &mut staged);
                                 self.after_status(&item, now, &mut staged);
                                 self.check_stall(&mut item, now, time, &mut staged);
-                                item.next_due_ms = self.due_after_status(&item, now);
+                                item.next_due_ms = self.due_after_status(&item, now).into();
                             }
                         }
                         Polled::List(observations) | Polled::VodList(observations, _) => {
@@ -887,11 +923,11 @@ impl Engine {
                             } else {
                                 p.discovery_interval
                             };
-                            item.next_due_ms = Some(now + ms(every));
+                            item.next_due_ms = When::at(now + ms(every));
                             if matches!(item.target, Target::VodList) && self.hints.pending {
                                 // A callback came while this read was out: read again soon.
                                 let soon = now.max(self.hints.last_read_ms.saturating_add(ms(HINT_COALESCE)));
-                                item.next_due_ms = item.next_due_ms.map(|d| d.min(soon));
+                                item.next_due_ms = item.next_due_ms.get().map(|d| d.min(soon)).into();
                             }
                         }
                     }
@@ -908,7 +944,7 @@ impl Engine {
                     } else {
                         p.interval
                     };
-                    item.next_due_ms = Some(now + ms(backoff(FAILING_AFTER + 2, base, p.max_backoff)).max(1));
+                    item.next_due_ms = When::at(now + ms(backoff(FAILING_AFTER + 2, base, p.max_backoff)).max(1));
                 }
                 Err(e) => {
                     item.failures = item.failures.saturating_add(1);
@@ -930,7 +966,7 @@ impl Engine {
                         Retry::After(d) => d.min(p.max_backoff).max(backoff(item.failures, base, p.max_backoff)),
                         Retry::Backoff => backoff(item.failures, base, p.max_backoff),
                     };
-                    item.next_due_ms = Some(now + ms(delay).max(1));
+                    item.next_due_ms = When::at(now + ms(delay).max(1));
                 }
             }
             staged.items.insert(item.key.clone(), item);
@@ -983,12 +1019,12 @@ impl Engine {
         let Some(mut account) = self.account_item(staged) else {
             return;
         };
-        account.last_polled_ms = Some(now);
+        account.last_polled_ms = When::at(now);
         account.last_error = Some(crate::text::scrub(&e.to_string()).into());
         account.failures = account.failures.saturating_add(1);
         if !account.failing {
             account.failing = true;
-            account.last_change_ms = Some(now);
+            account.last_change_ms = When::at(now);
             tracing::error!(account = %account.target.subject(), error = %e, "the API gateway refuses the account's key: every watch waits until it is accepted (fix the key and send SIGHUP)");
             staged.events.push(CloudEvent::watch_health(
                 "account.failing",
@@ -1028,7 +1064,7 @@ impl Engine {
             account.failing = false;
             account.failures = 0;
             account.last_error = None;
-            account.last_change_ms = Some(now);
+            account.last_change_ms = When::at(now);
             tracing::info!(account = %account.target.subject(), "the API gateway accepts the account's key again");
             staged.events.push(CloudEvent::watch_health(
                 "account.recovered",
@@ -1046,7 +1082,7 @@ impl Engine {
             if let Some(mut item) = staged.items.get(&key).or_else(|| self.items.get(&key)).cloned()
                 && item.schedulable()
             {
-                item.next_due_ms = Some(now);
+                item.next_due_ms = When::at(now);
                 staged.items.insert(key, item);
             }
         }
@@ -1073,7 +1109,7 @@ impl Engine {
         if item.terminal || item.stalled {
             return;
         }
-        let unchanged_since = item.last_change_ms.unwrap_or(item.since_ms);
+        let unchanged_since = item.last_change_ms.get().unwrap_or(item.since_ms);
         let stall_after = ms(self.config.poll.stall_after);
         if now - unchanged_since < stall_after {
             return;
@@ -1121,7 +1157,7 @@ impl Engine {
         }
         if moved || !changes.is_empty() {
             // Any movement, progress included, is a sign of life: a stalled item wakes up.
-            item.last_change_ms = Some(now);
+            item.last_change_ms = When::at(now);
             item.stalled = false;
             staged.details.push((
                 item.key.to_string(),
@@ -1132,7 +1168,7 @@ impl Engine {
         item.percent = o.percent;
         item.terminal = o.terminal();
         if o.changed_at_ms.is_some() {
-            item.changed_at_ms = o.changed_at_ms;
+            item.changed_at_ms = o.changed_at_ms.into();
         }
     }
 
@@ -1251,12 +1287,12 @@ impl Engine {
                         else {
                             continue;
                         };
-                        let target = Target::Encode {
+                        let target = Target::Encode(Box::new(EncodeOutput {
                             category_id: i.get(category_id),
                             category_name: category_name.as_deref().map(|n| i.get(n)),
                             file_path: file_path.as_str().into(),
                             output_type: i.get(output_type),
-                        };
+                        }));
                         (
                             target,
                             watch.name.as_deref().map(|n| i.get(n)),
@@ -1277,14 +1313,14 @@ impl Engine {
                     let mut item = Item::new(target, watch.clone(), Origin::Discovered, None);
                     // An encode started no earlier than the window it was first listed in:
                     // the VOD window reaches back to there while it is unfinished.
-                    if matches!(item.target, Target::Encode { .. }) {
+                    if matches!(item.target, Target::Encode(_)) {
                         item.since_ms = window_from.min(now);
                     }
                     item
                 });
             // An older job of an output already followed (the list has no job id) is never
             // followed again: that is what flipped items between two rows in every poll.
-            if let (Some(followed), Some(seen)) = (item.changed_at_ms, o.changed_at_ms)
+            if let (Some(followed), Some(seen)) = (item.changed_at_ms.get(), o.changed_at_ms)
                 && seen < followed
             {
                 running |= !item.terminal && !item.stalled;
@@ -1292,10 +1328,10 @@ impl Engine {
             }
             item.watch = watch;
             item.active = true;
-            item.last_polled_ms = Some(now);
+            item.last_polled_ms = When::at(now);
             let quiet = baseline && item.status.is_none();
             self.observe_as(&mut item, o, step, quiet, now, time, staged);
-            if matches!(item.target, Target::Encode { .. }) {
+            if matches!(item.target, Target::Encode(_)) {
                 self.check_stall(&mut item, now, time, staged);
             }
             running |= !item.terminal && !item.stalled;
@@ -1340,7 +1376,7 @@ impl Engine {
             let retry = now_ms() + 1000;
             for key in staged.items.keys() {
                 if let Some(item) = self.items.get_mut(key).filter(|i| i.schedulable()) {
-                    item.next_due_ms = Some(retry);
+                    item.next_due_ms = When::at(retry);
                     self.queue.push(key.clone(), retry);
                 }
             }
@@ -1350,7 +1386,7 @@ impl Engine {
             if item.schedulable() {
                 self.queue.push(
                     key.clone(),
-                    item.next_due_ms.expect("schedulable items have a due time"),
+                    item.next_due_ms.get().expect("schedulable items have a due time"),
                 );
             }
             self.items.insert(key, item);
@@ -1368,5 +1404,20 @@ fn dynamic_wanted(d: &DynamicWatch) -> Wanted {
             analysis: d.analysis,
         },
         watch: d.name.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::When;
+
+    #[test]
+    fn a_when_holds_every_time_and_tells_none_apart() {
+        for t in [0, 1, -1, 1_764_892_800_000, i64::MAX, i64::MIN + 1] {
+            assert_eq!(When::from(Some(t)).get(), Some(t));
+        }
+        assert_eq!(When::from(None).get(), None);
+        // The one value that stands for none is never mistaken for a time.
+        assert_eq!(When::at(i64::MIN).get(), Some(i64::MIN + 1));
     }
 }

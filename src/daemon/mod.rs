@@ -326,7 +326,7 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
-                                if !first_round.is_empty() {
+                if !first_round.is_empty() {
                     for r in &batch {
                         first_round.remove(&r.key);
                     }

@@ -63,17 +63,22 @@ pub enum Target {
         /// The first characters of the access key id, enough to tell keys apart.
         key_prefix: Arc<str>,
     },
-    /// One encode output (fed by `VodList`).
-    Encode {
-        /// Category id.
-        category_id: Arc<str>,
-        /// Category name.
-        category_name: Option<Arc<str>>,
-        /// Input file.
-        file_path: Arc<str>,
-        /// Output type.
-        output_type: Arc<str>,
-    },
+    /// One encode output (fed by `VodList`). Boxed: it is the largest variant, and every
+    /// item in memory would otherwise be its size.
+    Encode(Box<EncodeOutput>),
+}
+
+/// An encode output: the item a VOD Station job's output type is followed as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodeOutput {
+    /// Category id.
+    pub category_id: Arc<str>,
+    /// Category name.
+    pub category_name: Option<Arc<str>>,
+    /// Input file.
+    pub file_path: Arc<str>,
+    /// Output type.
+    pub output_type: Arc<str>,
 }
 
 impl Target {
@@ -127,16 +132,11 @@ impl Target {
             Self::SearchImage { asset_key } => Resource::SearchImage {
                 asset_key: asset_key.to_string(),
             },
-            Self::Encode {
-                category_id,
-                category_name,
-                file_path,
-                output_type,
-            } => Resource::VodEncode {
-                category_id: category_id.to_string(),
-                category_name: category_name.as_deref().map(str::to_string),
-                file_path: file_path.to_string(),
-                output_type: output_type.to_string(),
+            Self::Encode(e) => Resource::VodEncode {
+                category_id: e.category_id.to_string(),
+                category_name: e.category_name.as_deref().map(str::to_string),
+                file_path: e.file_path.to_string(),
+                output_type: e.output_type.to_string(),
             },
             Self::ProjectList { .. } | Self::VodList | Self::Account { .. } => return None,
         })
@@ -149,7 +149,7 @@ impl Target {
             Self::Analysis { .. } => Some(Aspect::Analysis),
             Self::SearchImage { .. } => Some(Aspect::Upload),
             Self::Listing { .. } => Some(Aspect::Listing),
-            Self::Encode { .. } => Some(Aspect::Encode),
+            Self::Encode(_) => Some(Aspect::Encode),
             Self::ProjectList { .. } | Self::VodList | Self::Account { .. } => None,
         }
     }
@@ -175,7 +175,7 @@ impl Target {
 
     /// Whether the scheduler polls it (list-fed states are not polled on their own).
     pub fn polled(&self) -> bool {
-        !matches!(self, Self::Listing { .. } | Self::Encode { .. } | Self::Account { .. })
+        !matches!(self, Self::Listing { .. } | Self::Encode(_) | Self::Account { .. })
     }
 
     /// Whether it is a discovery target (read every `discovery_interval`).
@@ -278,13 +278,18 @@ mod tests {
 
     #[test]
     fn targets_survive_their_stored_form() {
-        let t = Target::Encode {
+        let t = Target::Encode(Box::new(EncodeOutput {
             category_id: "1".into(),
             category_name: None,
             file_path: "a/b.mp4".into(),
             output_type: "hls".into(),
-        };
+        }));
         let text = serde_json::to_string(&t).unwrap();
+        // The form stored before the variant was boxed, which stores still hold.
+        assert_eq!(
+            text,
+            r#"{"t":"encode","category_id":"1","category_name":null,"file_path":"a/b.mp4","output_type":"hls"}"#
+        );
         assert_eq!(serde_json::from_str::<Target>(&text).unwrap(), t);
     }
 }
@@ -348,17 +353,12 @@ impl Target {
                 project_id: i.get(&project_id),
                 asset_id,
             },
-            Self::Encode {
-                category_id,
-                category_name,
-                file_path,
-                output_type,
-            } => Self::Encode {
-                category_id: i.get(&category_id),
-                category_name: category_name.map(|n| i.get(&n)),
-                file_path,
-                output_type: i.get(&output_type),
-            },
+            Self::Encode(e) => Self::Encode(Box::new(EncodeOutput {
+                category_id: i.get(&e.category_id),
+                category_name: e.category_name.as_deref().map(|n| i.get(n)),
+                file_path: e.file_path,
+                output_type: i.get(&e.output_type),
+            })),
             other @ (Self::SearchImage { .. } | Self::VodList | Self::Account { .. }) => other,
         }
     }
