@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,12 @@ use crate::text::error_chain;
 /// Events held in memory per sink at most: 1,000,000 pending events are streamed through
 /// this window, never loaded at once.
 const WINDOW: usize = 1024;
-/// Deliveries in flight per sink at most (to different subjects).
+/// The window of one shard's part of a sink on a cluster: a replica holding all 16 shards
+/// holds 4,096 events (a few MB), not 16 whole windows.
+const SHARD_WINDOW: usize = 256;
+/// Deliveries in flight per sink and process at most (to different subjects), however
+/// many shards' parts the sink runs as: a receiver sees the same concurrency from a
+/// replica holding every shard as from a single SQLite daemon.
 const CONCURRENCY: usize = 16;
 /// How often the sink looks for replays, pause changes and new events when not woken.
 const TICK: Duration = Duration::from_millis(500);
@@ -73,6 +78,29 @@ pub struct WebhookSpec {
     /// On a cluster, the one shard whose events this part of the sink delivers
     /// (`None`: every event).
     pub shard: Option<u16>,
+    /// What every part of the sink shares (its copies for each shard are clones).
+    shared: Shared,
+}
+
+/// What the parts of one sink share in a process: one HTTP client (one connection pool to
+/// the receiver) and one budget of [`CONCURRENCY`] deliveries in flight.
+#[derive(Debug, Clone)]
+struct Shared {
+    http: reqwest::Client,
+    slots: Arc<Semaphore>,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("ncp-watchd/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .unwrap_or_default(),
+            slots: Arc::new(Semaphore::new(CONCURRENCY)),
+        }
+    }
 }
 
 /// Removes a webhook URL from text: the sink's own guarantee that a receiver echoing the
@@ -175,6 +203,7 @@ impl WebhookSpec {
             key,
             scrubber: UrlScrubber::new(&sink.url),
             shard: None,
+            shared: Shared::new(),
         })
     }
 
@@ -437,12 +466,14 @@ async fn deliver(
     let cursor_name = spec.cursor_name();
     let mut cursor = store.cursor(&cursor_name)?;
     let (mut done_past_cursor, mut retries) = store.webhook_progress(sink, cursor)?;
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("ncp-watchd/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .unwrap_or_default();
+    let http = spec.shared.http.clone();
+    let slots = spec.shared.slots.clone();
+    let window_size = if spec.shard.is_some() { SHARD_WINDOW } else { WINDOW };
     let spec = Arc::new(spec.clone());
+    // A delivery slot this part waited for and holds until it dispatches; whether it found
+    // an event to send and no slot free (then it waits for one).
+    let mut spare: Option<OwnedSemaphorePermit> = None;
+    let mut starved;
 
     let mut window: BTreeMap<i64, Entry> = BTreeMap::new();
     // Undelivered events of each subject in the window, oldest first: only the oldest may go.
@@ -462,8 +493,8 @@ async fn deliver(
 
     loop {
         // 1. Fill the window.
-        while window.len() < WINDOW {
-            let rows = store.outbox_after_in(read_to, WINDOW - window.len(), spec.shard)?;
+        while window.len() < window_size {
+            let rows = store.outbox_after_in(read_to, window_size - window.len(), spec.shard)?;
             if rows.is_empty() {
                 break;
             }
@@ -498,13 +529,16 @@ async fn deliver(
         // one waiting longest goes next and none is starved.
         let now = now_ms();
         let mut next_due: Option<i64> = None;
+        starved = false;
+        let mut take_slot = |spare: &mut Option<OwnedSemaphorePermit>| {
+            let slot = spare.take().or_else(|| slots.clone().try_acquire_owned().ok());
+            starved |= slot.is_none();
+            slot
+        };
         if paused.is_none() {
             let mut heads: Vec<i64> = by_subject.values().filter_map(|seqs| seqs.first().copied()).collect();
             heads.sort_unstable();
             for seq in heads {
-                if running.len() >= CONCURRENCY {
-                    break;
-                }
                 let entry = window.get_mut(&seq).expect("indexed events are in the window");
                 if entry.in_flight {
                     continue;
@@ -513,17 +547,18 @@ async fn deliver(
                     next_due = Some(next_due.map_or(entry.next_attempt_ms, |d| d.min(entry.next_attempt_ms)));
                     continue;
                 }
+                let Some(slot) = take_slot(&mut spare) else { break };
                 entry.in_flight = true;
                 let (http, spec, row) = (http.clone(), spec.clone(), entry.row.clone());
-                running.spawn(async move { (row.seq, false, attempt(&http, &spec, &row).await) });
+                running.spawn(async move {
+                    let _slot = slot;
+                    (row.seq, false, attempt(&http, &spec, &row).await)
+                });
             }
             // Replays in outbox order; a subject's later replays wait while its oldest one is
             // in flight or waiting for a retry.
             let mut subjects_taken: HashSet<&str> = HashSet::new();
             for replay in replays.values_mut() {
-                if running.len() >= CONCURRENCY {
-                    break;
-                }
                 if !subjects_taken.insert(replay.row.subject.as_str()) || replay.in_flight {
                     continue;
                 }
@@ -531,11 +566,17 @@ async fn deliver(
                     next_due = Some(next_due.map_or(replay.next_attempt_ms, |d| d.min(replay.next_attempt_ms)));
                     continue;
                 }
+                let Some(slot) = take_slot(&mut spare) else { break };
                 replay.in_flight = true;
                 let (http, spec, row) = (http.clone(), spec.clone(), replay.row.clone());
-                running.spawn(async move { (row.seq, true, attempt(&http, &spec, &row).await) });
+                running.spawn(async move {
+                    let _slot = slot;
+                    (row.seq, true, attempt(&http, &spec, &row).await)
+                });
             }
         }
+        // A slot waited for and not used goes back to the other parts of the sink.
+        spare = None;
 
         if until_idle && running.is_empty() && (paused.is_some() || next_due.is_some() || by_subject.is_empty()) {
             // Nothing can be sent now: everything left waits for a retry (or the sink is paused).
@@ -575,7 +616,7 @@ async fn deliver(
                     } else {
                         settle(spec.as_ref(), &mut window, &mut by_subject, seq, result, &mut paused)
                     };
-                                        let label = match &outcome {
+                    let label = match &outcome {
                         Some(Outcome::Delivered { .. }) => "delivered",
                         Some(Outcome::Retry { .. }) => "failed",
                         Some(Outcome::Dead { .. }) => "dead_letter",
@@ -597,6 +638,7 @@ async fn deliver(
                 }
             }
             _ = wake.changed() => {}
+            Ok(slot) = slots.clone().acquire_owned(), if starved => spare = Some(slot),
             _ = tick.tick() => {
                 paused = store.sink_pause(sink)?;
                 for row in store.pending_replays(sink)? {

@@ -685,3 +685,47 @@ async fn a_reload_that_remakes_the_client_keeps_the_replicas_share_of_the_quota(
         a.log()
     );
 }
+
+/// The most requests that were open at one time, from when each arrived and was answered.
+fn most_at_once(got: &[crate::receiver::Received]) -> usize {
+    got.iter()
+        .map(|r| {
+            got.iter()
+                .filter(|o| o.arrived <= r.arrived && r.arrived < o.answered)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_holding_every_shard_sends_a_receiver_no_more_at_once_than_a_single_daemon() {
+    use crate::receiver::{Receiver, Reply};
+    let Some(server) = pg::start(false) else { return };
+    // 64 assets, one event each, spread over the shards: 16 parts of the sink each have
+    // events to send at once.
+    let assets = 64;
+    let sim = sim_with(&scenario(assets), 100_000).await;
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    receiver.set_fallback(Reply::Slow(200, 400));
+    let shards: HashSet<u16> = (1..=assets)
+        .map(|i| shard_of(&format!("workspaces/ws/projects/1/video-assets/{i}")))
+        .collect();
+    assert!(shards.len() >= 12, "the events fall in {} shards only", shards.len());
+    let sink = format!(
+        "\n[[sink.webhook]]\nname = \"ops\"\nurl = \"{}\"\ntimeout = \"5s\"\nevents = [\"video_asset.import.*\"]\n",
+        receiver.url()
+    );
+    let config = cluster_config(&sim.url(), &server, assets, "") + &sink;
+    let replica = Daemon::start(&config).await;
+    let got = receiver.wait_delivered(assets, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), assets, "{}", replica.log());
+    let at_once = most_at_once(&got);
+    // The sink's bound (16 in flight) holds for the replica as a whole, not per shard, and
+    // the shards' parts still send side by side.
+    assert!(at_once <= 16, "{at_once} requests were open at once");
+    assert!(
+        at_once >= 4,
+        "only {at_once} request(s) open at once: the parts did not send side by side"
+    );
+}
