@@ -34,9 +34,9 @@ pub async fn run(args: &RunArgs) -> Result<(), Failure> {
     shutdown.cancel();
     signals.abort();
     result.map_err(|e| match e {
-        daemon::DaemonError::Sink { .. } | daemon::DaemonError::Store(crate::store::StoreError::Locked(_)) => {
-            Failure::Config(format!("error: {e}"))
-        }
+        daemon::DaemonError::Sink { .. }
+        | daemon::DaemonError::Callbacks(_)
+        | daemon::DaemonError::Store(crate::store::StoreError::Locked(_)) => Failure::Config(format!("error: {e}")),
         other => Failure::Runtime(other.to_string()),
     })
 }

@@ -516,6 +516,16 @@ async fn check_enforces_the_token_and_never_prints_it() {
         stderr.contains(&format!("environment variable {TOKEN_ENV} is not set")),
         "{stderr}"
     );
+    // `run` refuses it as the configuration error it is (exit 2), before polling.
+    let dir = config_dir(&config_text(
+        "http://127.0.0.1:9",
+        "",
+        &with(&format!("vod_token_env = \"{TOKEN_ENV}\"")),
+    ));
+    let out = watchd(&["run", "-c", dir.path.to_str().unwrap()], &sim_env()).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains(&format!("{TOKEN_ENV} is not set")), "{stderr}");
     let (code, _, stderr) = run(
         with(&format!("vod_token_env = \"{TOKEN_ENV}\"\nvod_token_file = \"t\"")),
         vec![(TOKEN_ENV, TOKEN.to_string())],
