@@ -115,7 +115,20 @@ impl SqliteStore {
         };
         let conn = Connection::open(path).map_err(open)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open)?;
+        // Turning a new file to WAL takes an exclusive lock, and SQLite refuses a second
+        // process doing the same at that moment at once, without its busy handler (a
+        // daemon and `register` started together): wait and try again, within the timeout.
+        let started = std::time::Instant::now();
+        loop {
+            match conn.pragma_update(None, "journal_mode", "WAL") {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                done => break done.map_err(open)?,
+            }
+        }
         conn.pragma_update(None, "synchronous", synchronous).map_err(open)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(open)?;
         let mut store = Self {
