@@ -51,7 +51,7 @@ struct Args {
     /// The secret key to accept.
     #[arg(long, default_value = sim::DEFAULT_SECRET_KEY)]
     secret_key: String,
-    /// Calls per minute per access key and service before 429.
+    /// Calls per minute per access key (Media Intelligence and VOD Station together) before 429.
     #[arg(long, default_value_t = sim::DEFAULT_QUOTA_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
     quota: u32,
     /// POST VOD Station's callbacks here on every encode status change but CANCELED, as
@@ -106,7 +106,7 @@ fn main() -> ExitCode {
             println!("  secret key: (the one given with --secret-key)");
         }
         println!(
-            "  quota: {} calls/min per access key and service",
+            "  quota: {} calls/min per access key, both services together",
             printed.quota_per_minute
         );
         println!(

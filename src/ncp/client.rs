@@ -110,12 +110,16 @@ impl NcpClient {
     /// reload instead of being spent twice over while the old queue drains. A changed
     /// quota is applied to the kept limiters.
     pub fn with_gates_of(mut self, old: &NcpClient) -> Self {
+        let one_host = Arc::ptr_eq(&self.media_gate, &self.vod_gate);
         for (new, kept) in [
             (&mut self.media_gate, &old.media_gate),
             (&mut self.vod_gate, &old.vod_gate),
         ] {
             kept.set_quota(new.quota());
             *new = kept.clone();
+        }
+        if one_host {
+            self.vod_gate = self.media_gate.clone();
         }
         self
     }
@@ -280,6 +284,14 @@ impl NcpClient {
             .map_err(|e| ApiError::Transport(error_chain(&e)))?;
         let per_minute = NonZeroU32::new(api.rate_limit_per_minute).unwrap_or(NonZeroU32::MIN);
         let (media_url, vod_url) = endpoints(api, credentials);
+        let media_gate = Arc::new(HostGate::new(per_minute));
+        // `rate_limit_per_minute` is per host: when both services are served by one host
+        // (a proxy, the simulator), they share its one limiter and pause.
+        let vod_gate = if media_url.origin() == vod_url.origin() {
+            media_gate.clone()
+        } else {
+            Arc::new(HostGate::new(per_minute))
+        };
         Ok(Self {
             http,
             access_key: credentials.access_key.clone(),
@@ -288,8 +300,8 @@ impl NcpClient {
             vod_url,
             asset_path: api.media_asset_path,
             timeout: api.timeout,
-            media_gate: Arc::new(HostGate::new(per_minute)),
-            vod_gate: Arc::new(HostGate::new(per_minute)),
+            media_gate,
+            vod_gate,
             in_flight: Arc::new(Semaphore::new(api.max_in_flight.max(1))),
             clock_offset_ms: 0,
             max_host_pause: MAX_RETRY_AFTER,

@@ -3,7 +3,8 @@
 //!
 //! It answers the five endpoints with the documents' JSON shapes, checks signature v2 and
 //! the 5-minute window the way the gateway does (401, errorCode "200"), enforces a
-//! calls-per-minute quota per access key and service with 429 and `Retry-After`, plays a
+//! calls-per-minute quota per access key (SPEC §7: Media Intelligence and VOD Station
+//! calls to it count together) with 429 and `Retry-After`, plays a
 //! [`Scenario`], injects faults on request, and keeps a log of every API request so tests
 //! can prove quota compliance. Admin routes live under `/_sim/`.
 //!
@@ -74,7 +75,7 @@ pub struct SimConfig {
     pub access_key: String,
     /// Its secret key.
     pub secret_key: String,
-    /// Calls per minute per access key and service (Media Intelligence, VOD Station).
+    /// Calls per minute per access key, Media Intelligence and VOD Station calls together.
     pub quota_per_minute: u32,
     /// What to serve.
     pub scenario: Scenario,
@@ -117,7 +118,7 @@ pub struct RequestRecord {
     pub method: String,
     /// Path and query as received.
     pub target: String,
-    /// `media` or `vod`: the quota bucket.
+    /// `media` or `vod`: the service called.
     pub service: String,
     /// The access key header, if any.
     pub access_key: Option<String>,
@@ -229,7 +230,7 @@ struct Shared {
     config: SimConfig,
     started: Instant,
     world: Mutex<World>,
-    quota: Mutex<HashMap<(String, &'static str), VecDeque<i64>>>,
+    quota: Mutex<HashMap<String, VecDeque<i64>>>,
     faults: Mutex<Vec<Fault>>,
     log: Mutex<Vec<RequestRecord>>,
     /// Where callbacks go, changeable while running (a daemon's port is known late).
@@ -530,17 +531,7 @@ async fn api(State(s): State<Arc<Shared>>, method: Method, uri: Uri, headers: He
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let access_key = header(HEADER_ACCESS_KEY);
 
-    let decision = decide(
-        &s,
-        &method,
-        &uri,
-        &target,
-        service,
-        at_ms,
-        access_key.as_deref(),
-        &header,
-        &body,
-    );
+    let decision = decide(&s, &method, &uri, &target, at_ms, access_key.as_deref(), &header, &body);
     let status = match &decision {
         Decision::Json(st, _, _) | Decision::Raw(st, _) | Decision::StallThen(_, st, _) => *st,
     };
@@ -594,7 +585,6 @@ fn decide(
     method: &Method,
     uri: &Uri,
     target: &str,
-    service: &'static str,
     at_ms: i64,
     access_key: Option<&str>,
     header: &dyn Fn(&str) -> Option<String>,
@@ -628,7 +618,7 @@ fn decide(
 
     {
         let mut quota = lock(&s.quota);
-        let window = quota.entry((access_key.to_string(), service)).or_default();
+        let window = quota.entry(access_key.to_string()).or_default();
         while window.front().is_some_and(|t| *t <= at_ms - 60_000) {
             window.pop_front();
         }

@@ -564,19 +564,7 @@ async fn under_backlog_the_daemon_spends_its_quota_and_never_more() {
     assert!(daemon.exit_within(Duration::from_secs(10)).await.success());
 
     let log = sim.requests();
-    assert!(
-        log.iter().all(|r| r.status == 200),
-        "no self-inflicted 429: {:?}",
-        log.iter().map(|r| r.status).collect::<Vec<_>>()
-    );
-    // 600 per minute is 10 per second after a burst of two: no one-second window holds more
-    // than 11 calls (+1 for arrival jitter at the window's edges), which scales to no 60 s
-    // window above 600 (proven exactly, on a fake clock, by the limiter's unit test).
-    let times: Vec<i64> = log.iter().map(|r| r.at_ms).collect();
-    for (i, t0) in times.iter().enumerate() {
-        let in_window = times[i..].iter().take_while(|t| **t < t0 + 1000).count();
-        assert!(in_window <= 12, "{in_window} calls in the second after {t0}");
-    }
+    assert_600_a_minute(&log);
     // In due order: every asset is polled once before any is polled twice.
     let first: std::collections::HashSet<&str> = log.iter().take(41).map(|r| r.target.as_str()).collect();
     assert_eq!(
@@ -589,6 +577,55 @@ async fn under_backlog_the_daemon_spends_its_quota_and_never_more() {
         elapsed < Duration::from_secs(8),
         "the backlog took {elapsed:?}: the quota was not spent"
     );
+}
+
+/// No self-inflicted 429 in `log`, and no second of it above what 600 calls a minute allow:
+/// 10 per second after a burst of two, so no one-second window holds more than 11 calls
+/// (+1 for arrival jitter at the window's edges), which scales to no 60 s window above 600
+/// (proven exactly, on a fake clock, by the limiter's unit test).
+fn assert_600_a_minute(log: &[ncp_watchd::sim::RequestRecord]) {
+    assert!(
+        log.iter().all(|r| r.status == 200),
+        "no self-inflicted 429: {:?}",
+        log.iter().map(|r| (r.service.as_str(), r.status)).collect::<Vec<_>>()
+    );
+    let times: Vec<i64> = log.iter().map(|r| r.at_ms).collect();
+    for (i, t0) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|t| **t < t0 + 1000).count();
+        assert!(in_window <= 12, "{in_window} calls in the second after {t0}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn media_and_vod_calls_to_one_host_share_its_quota() {
+    // Both services on the one simulator, whose quota counts them together (per key).
+    let mut scenario = String::new();
+    let mut watches = String::from("[[watch.vod]]\n");
+    for i in 1..=20 {
+        scenario.push_str(&format!(
+            "[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"9\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n"
+        ));
+        watches.push_str(&format!(
+            "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"9\"\nasset_id = \"{i}\"\n"
+        ));
+    }
+    let sim = sim_with(&scenario, 600).await;
+    let config = config_text(
+        &sim.url(),
+        "rate_limit_per_minute = 600",
+        &format!("{watches}\n{FAST_POLL}"),
+    );
+    let mut daemon = Daemon::start(&config).await;
+    // Both want more than the quota: 20 assets every 200 ms, the VOD list every 300 ms.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let served = |service: &str| sim.requests().iter().filter(|r| r.service == service).count();
+    while served("media") < 60 || served("vod") < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.signal("TERM");
+    assert!(daemon.exit_within(Duration::from_secs(10)).await.success());
+    assert_600_a_minute(&sim.requests());
 }
 
 #[tokio::test(flavor = "multi_thread")]
