@@ -300,6 +300,10 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 /// Every metric's help text and unit, as Prometheus tooling expects.
 fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    // Series a dashboard rates over exist from the start, at zero.
+    for host in [crate::ncp::Host::Media, crate::ncp::Host::Vod] {
+        metrics::counter!("ncp_watchd_rate_limit_waits_total", "host" => host.as_str()).increment(0);
+    }
     describe_gauge!("ncp_watchd_build_info", "The running version (always 1).");
     describe_counter!(
         "ncp_watchd_api_calls_total",

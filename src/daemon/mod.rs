@@ -284,6 +284,9 @@ pub async fn run(
     let mut callback_recorded: Option<i64> = None;
     // Callback hints passed between replicas through the store.
     let mut hints = RelayedHints::default();
+    // The gauges are there from the start, before /readyz first answers 200.
+    let mut gauge_store = Store::open_for_progress(&state).ok();
+    update_gauges(&engine, gauge_store.as_ref());
     // The first round: every item due now. /readyz answers 200 once each has been polled.
     let mut first_round: HashSet<Arc<str>> = engine.due_keys(now_ms());
     if first_round.is_empty() {
@@ -296,7 +299,6 @@ pub async fn run(
     let mut gauges_at = tokio::time::Instant::now();
     // The first prune comes a minute in, off the busy start.
     let mut pruned_at = tokio::time::Instant::now();
-    let mut gauge_store = Store::open_for_progress(&state).ok();
     let (results_tx, mut results) = mpsc::channel::<PollResult>(1024);
     let mut dynamic_check = tokio::time::interval(DYNAMIC_WATCH_CHECK);
     let mut rounds = Rounds::default();
@@ -731,7 +733,13 @@ fn update_gauges(engine: &Engine, store: Option<&Store>) {
     if let Ok(sinks) = store.sink_summaries() {
         let now = now_ms();
         for s in sinks {
-            let name = s.cursor_name.clone();
+            // Labelled by the sink's name, as `ncp_watchd_deliveries_total` is (sink names
+            // are unique across kinds; the cursor is `log:NAME` or `webhook:NAME`).
+            let name = s
+                .cursor_name
+                .split_once(':')
+                .map_or(s.cursor_name.as_str(), |(_, name)| name)
+                .to_string();
             metrics::gauge!("ncp_watchd_outbox_pending", "sink" => name.clone()).set(s.behind as f64);
             metrics::gauge!("ncp_watchd_dead_letters", "sink" => name.clone()).set(s.dead_letters as f64);
             metrics::gauge!("ncp_watchd_sink_paused", "sink" => name.clone()).set(if s.paused.is_some() {

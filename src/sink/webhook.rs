@@ -42,6 +42,9 @@ const SHARD_WINDOW: usize = 256;
 /// many shards' parts the sink runs as: a receiver sees the same concurrency from a
 /// replica holding every shard as from a single SQLite daemon.
 const CONCURRENCY: usize = 16;
+/// How long deliveries in flight at a stop get to be answered and recorded (within the
+/// daemon's 10 s stop, after the polls' share): those answered are not repeated.
+const STOP_DRAIN: Duration = Duration::from_millis(2500);
 /// How often the sink looks for replays, pause changes and new events when not woken.
 const TICK: Duration = Duration::from_millis(500);
 /// How much of a refusing receiver's body goes into the log. Only this much (plus the
@@ -421,6 +424,10 @@ pub async fn deliver_pending(spec: &WebhookSpec, state: &StateConfig) -> Result<
 /// Runs the sink until `shutdown`.
 pub async fn run(spec: WebhookSpec, state: StateConfig, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
     let name = spec.sink.name.clone();
+    // Each outcome's series exists from the start, at zero, so a rate over it is defined.
+    for outcome in ["delivered", "failed", "dead_letter", "gone"] {
+        metrics::counter!("ncp_watchd_deliveries_total", "sink" => name.clone(), "outcome" => outcome).increment(0);
+    }
     let host = spec.sink.url_display.clone();
     loop {
         match deliver_until_stopped(&spec, &state, &mut wake, &shutdown).await {
@@ -474,6 +481,8 @@ async fn deliver(
     // an event to send and no slot free (then it waits for one).
     let mut spare: Option<OwnedSemaphorePermit> = None;
     let mut starved;
+    // Set at the stop: nothing new is sent, and what is in flight gets until then.
+    let mut stopping: Option<tokio::time::Instant> = None;
 
     let mut window: BTreeMap<i64, Entry> = BTreeMap::new();
     // Undelivered events of each subject in the window, oldest first: only the oldest may go.
@@ -535,7 +544,7 @@ async fn deliver(
             starved |= slot.is_none();
             slot
         };
-        if paused.is_none() {
+        if paused.is_none() && stopping.is_none() {
             let mut heads: Vec<i64> = by_subject.values().filter_map(|seqs| seqs.first().copied()).collect();
             heads.sort_unstable();
             for seq in heads {
@@ -599,11 +608,10 @@ async fn deliver(
             .map_or(TICK, |d| Duration::from_millis((d - now).max(1) as u64))
             .min(TICK);
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                // In-flight deliveries are dropped: they will be repeated, with the same id.
-                store.record_deliveries(sink, &outcomes, cursor)?;
-                return Ok(report);
+            _ = shutdown.cancelled(), if stopping.is_none() => {
+                stopping = Some(tokio::time::Instant::now() + STOP_DRAIN);
             }
+            _ = tokio::time::sleep_until(stopping.unwrap_or_else(tokio::time::Instant::now)), if stopping.is_some() => {}
             Some(done) = running.join_next() => {
                 let Ok((seq, replay, result)) = done else { continue };
                 let mut finished = vec![(seq, replay, result)];
@@ -664,6 +672,20 @@ async fn deliver(
         if !outcomes.is_empty() {
             store.record_deliveries(sink, &outcomes, cursor)?;
             outcomes.clear();
+        }
+        if let Some(deadline) = stopping
+            && (running.is_empty() || tokio::time::Instant::now() >= deadline)
+        {
+            // Deliveries still out are dropped: they will be repeated, with the same id.
+            store.record_deliveries(sink, &outcomes, cursor)?;
+            if !running.is_empty() {
+                tracing::warn!(
+                    sink,
+                    in_flight = running.len(),
+                    "deliveries still unanswered at the stop will be repeated, with the same ids"
+                );
+            }
+            return Ok(report);
         }
     }
 }

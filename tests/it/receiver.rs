@@ -70,6 +70,8 @@ struct Inner {
     /// What to do once the script is used up.
     fallback: Reply,
     received: Vec<Received>,
+    /// Requests that have arrived, answered or not.
+    arrivals: usize,
 }
 
 /// The receiver.
@@ -86,6 +88,7 @@ impl Receiver {
             script: script.into(),
             fallback: Reply::Status(200),
             received: Vec::new(),
+            arrivals: 0,
         }));
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -115,7 +118,12 @@ impl Receiver {
         self.inner.lock().unwrap().fallback = reply;
     }
 
-    /// Every request so far.
+    /// How many requests have arrived, including those not answered yet.
+    pub fn arrivals(&self) -> usize {
+        self.inner.lock().unwrap().arrivals
+    }
+
+    /// Every request answered so far.
     pub fn received(&self) -> Vec<Received> {
         self.inner.lock().unwrap().received.clone()
     }
@@ -156,6 +164,7 @@ async fn handle(State(inner): State<Arc<Mutex<Inner>>>, uri: Uri, headers: Heade
     let arrived = Instant::now();
     let reply = {
         let mut inner = inner.lock().unwrap();
+        inner.arrivals += 1;
         let fallback = inner.fallback;
         inner.script.pop_front().unwrap_or(fallback)
     };

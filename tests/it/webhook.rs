@@ -682,6 +682,38 @@ async fn replaying_all_dead_letters_of_a_subject_sends_them_one_at_a_time_in_ord
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_clean_stop_lets_a_delivery_in_flight_be_answered_and_never_repeats_it() {
+    let sim = sim_with(ONE_COMPLETED, 6000).await;
+    let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
+    receiver.set_fallback(Reply::Slow(200, 1500));
+    let sink = hook("ops", &receiver.url(), IMPORTS_ONLY).replace("timeout = \"500ms\"", "timeout = \"5s\"");
+    let mut daemon = start(&sim.url(), &sink).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver.arrivals() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", daemon.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SIGTERM while the receiver is still answering (SPEC §6: in-flight work finishes).
+    daemon.signal("TERM");
+    assert!(
+        daemon.exit_within(Duration::from_secs(10)).await.success(),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(receiver.delivered().len(), 1, "the delivery in flight was answered");
+    // It is recorded as delivered: nothing is left for the sink to send after a restart.
+    let store =
+        ncp_watchd::store::Store::open(&ncp_watchd::config::StateConfig::sqlite(daemon.dir.join("state.db"))).unwrap();
+    let summary = store
+        .sink_summaries()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.cursor_name == "webhook:ops")
+        .unwrap();
+    assert_eq!((summary.behind, summary.retrying), (0, 0), "{summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn when_more_subjects_are_due_than_may_go_at_once_the_oldest_events_go_first() {
     let mut scenario = String::new();
     for i in 1..=48 {
