@@ -55,12 +55,12 @@ pub fn load_config(arg: &ConfigArg) -> Result<Config, Failure> {
     Config::load(&path).map_err(|e| Failure::Config(render_config_error(&e)))
 }
 
-/// Every problem on its own `error:` line, then what to do.
+/// Every problem on its own `file:line:col: error:` line, then what to do.
 pub fn render_config_error(e: &ConfigError) -> String {
     match e {
         ConfigError::Read { .. } | ConfigError::TooLarge { .. } => format!("error: {e}"),
         ConfigError::Invalid(d) => {
-            let mut text: String = d.lines().map(|l| format!("error: {l}\n")).collect();
+            let mut text: String = d.lines().map(|l| format!("{l}\n")).collect();
             let n = d.items.len();
             if d.truncated {
                 text.push_str(&format!(

@@ -39,7 +39,8 @@ pub struct Diagnostics {
 pub const MORE_PROBLEMS_NOTE: &str = "… and more; fix these first";
 
 impl Diagnostics {
-    /// Each problem as one `file:line:col: key: message` line.
+    /// Each problem as one `file:line:col: error: key: message` line (the compilers' form,
+    /// which editors and CI annotators jump to).
     pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
         self.items.iter().map(|d| {
             let key = if d.key.is_empty() {
@@ -47,7 +48,13 @@ impl Diagnostics {
             } else {
                 format!("{}: ", d.key)
             };
-            format!("{}:{}:{}: {key}{}", self.file.display(), d.line, d.column, d.message)
+            format!(
+                "{}:{}:{}: error: {key}{}",
+                self.file.display(),
+                d.line,
+                d.column,
+                d.message
+            )
         })
     }
 }
@@ -243,7 +250,7 @@ mod tests {
         let mut c = Collector::default();
         c.push(0..1, "a\nb", "`x\ny\u{1b}` is not valid");
         let d = c.finish(Path::new("f.toml"), "x");
-        assert_eq!(d.to_string(), "f.toml:1:1: a\\nb: `x\\ny\\u{1b}` is not valid");
+        assert_eq!(d.to_string(), "f.toml:1:1: error: a\\nb: `x\\ny\\u{1b}` is not valid");
         assert!(!d.truncated);
     }
 

@@ -32,12 +32,18 @@ fn loads_or_reports_well(source: &str) -> Result<(), TestCaseError> {
     };
     let text = render_config_error(&e);
     let lines: Vec<&str> = text.lines().collect();
-    let problems: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with("error: ")).collect();
+    let prefix = format!("{FILE}:");
+    let problems: Vec<&str> = lines.iter().copied().filter(|l| l.starts_with(&prefix)).collect();
     prop_assert!(!problems.is_empty(), "a refusal names at least one problem:\n{text}");
     prop_assert!(problems.len() <= MAX_PROBLEMS, "{} problem lines", problems.len());
-    let prefix = format!("error: {FILE}:");
     for line in &problems {
-        prop_assert!(line.starts_with(&prefix), "a problem line that names no file: {line:?}");
+        // `file:line:col: error: …`, the compilers' form.
+        let mut parts = line[prefix.len()..].splitn(3, ':');
+        let numbers = [parts.next(), parts.next()].map(|n| n.is_some_and(|n| n.parse::<u32>().is_ok()));
+        prop_assert!(
+            numbers == [true, true] && parts.next().is_some_and(|rest| rest.starts_with(" error: ")),
+            "a problem line not in the form file:line:col: error: {line:?}"
+        );
     }
     // Besides the problems there is the closing line, and the note when the list was cut.
     let others = lines.len() - problems.len();

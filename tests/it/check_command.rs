@@ -20,10 +20,11 @@ async fn check(toml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
 async fn rejects(toml: &str, line: usize, key: &str, needle: &str) {
     let (code, _, stderr) = check(toml, &[]).await;
     assert_eq!(code, 2, "config should be rejected with exit 2:\n{toml}\n{stderr}");
-    let prefix = format!("error: CONFIG:{line}:");
+    // The compilers' form: `file:line:col: error: key: message`.
+    let prefix = format!("CONFIG:{line}:");
     let hit = stderr
         .lines()
-        .find(|l| l.starts_with(&prefix) && l.contains(key) && l.contains(needle));
+        .find(|l| l.starts_with(&prefix) && l.contains(": error: ") && l.contains(key) && l.contains(needle));
     assert!(
         hit.is_some(),
         "expected a line starting {prefix:?} naming {key:?} with {needle:?}, got:\n{stderr}"
@@ -283,8 +284,8 @@ retry_initial = 5
 ";
     let (code, _, stderr) = check(toml, &[]).await;
     assert_eq!(code, 2);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: CONFIG:")).collect();
-    let lines: Vec<&str> = errors.iter().map(|l| l.split(':').nth(2).unwrap()).collect();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("CONFIG:")).collect();
+    let lines: Vec<&str> = errors.iter().map(|l| l.split(':').nth(1).unwrap()).collect();
     assert_eq!(lines, ["2", "3", "5", "6", "12"], "{stderr}");
     assert!(
         !stderr.contains("no watches"),
@@ -732,11 +733,11 @@ async fn ten_thousand_mistakes_are_reported_as_the_first_fifty_and_a_note() {
     let unknown: String = (0..10_000).map(|i| format!("unknown_{i} = 1\n")).collect();
     let (code, _, stderr) = check(&format!("{WATCH}[api]\n{unknown}"), &[]).await;
     assert_eq!(code, 2);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: CONFIG:")).collect();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("CONFIG:")).collect();
     assert_eq!(errors.len(), 50, "{stderr}");
-    assert!(errors[0].starts_with("error: CONFIG:4:1: api.unknown_0:"), "{stderr}");
+    assert!(errors[0].starts_with("CONFIG:4:1: error: api.unknown_0:"), "{stderr}");
     assert!(
-        errors[49].starts_with("error: CONFIG:53:1: api.unknown_49:"),
+        errors[49].starts_with("CONFIG:53:1: error: api.unknown_49:"),
         "the earliest are kept: {stderr}"
     );
     assert!(stderr.contains("… and more; fix these first"), "{stderr}");

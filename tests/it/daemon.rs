@@ -774,7 +774,7 @@ async fn sighup_adds_and_removes_watches_and_an_invalid_config_changes_nothing()
     let log = daemon.log();
     assert!(log.contains("the new configuration is invalid"), "{log}");
     assert!(
-        log.contains("config.toml:3:1: watch.video_asset[0].projct_id"),
+        log.contains("config.toml:3:1: error: watch.video_asset[0].projct_id"),
         "the log names file, line and key:\n{log}"
     );
     assert!(
