@@ -205,34 +205,56 @@ pub async fn run(
     }));
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One round at a time; when the leases run out while a round is stuck (a store that
+    // stopped answering without closing the connection), this replica stops working its
+    // shards at once, without waiting for the round: others take them when they expire.
+    let mut round: Option<tokio::task::JoinHandle<(View, Option<std::time::Instant>)>> = None;
+    let mut valid_until: Option<tokio::time::Instant> = None;
+    let publish = |v: View| {
+        metrics::gauge!("ncp_watchd_shards_owned").set(f64::from(v.held.len()));
+        view.send_if_modified(|old| {
+            let changed = *old != v;
+            *old = v;
+            changed
+        });
+    };
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let done = *drained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let h = holder.clone();
-        let round = tokio::task::spawn_blocking(move || {
-            let mut h = h.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let result = h.tick(done);
-            if let Err(e) = &result {
-                tracing::warn!(error = %e, "lease round failed; retrying");
-                metrics::counter!("ncp_watchd_lease_renewals_total", "outcome" => "error").increment(1);
-                if h.valid_until.is_none_or(|t| t <= std::time::Instant::now()) {
-                    h.drop_all();
+            _ = tick.tick(), if round.is_none() => {
+                let done = *drained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let h = holder.clone();
+                round = Some(tokio::task::spawn_blocking(move || {
+                    let mut h = h.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let result = h.tick(done);
+                    if let Err(e) = &result {
+                        tracing::warn!(error = %e, "lease round failed; retrying");
+                        metrics::counter!("ncp_watchd_lease_renewals_total", "outcome" => "error").increment(1);
+                        if h.valid_until.is_none_or(|t| t <= std::time::Instant::now()) {
+                            h.drop_all();
+                        }
+                    }
+                    set_fence(Some(h.fence()));
+                    (h.view(), h.valid_until)
+                }));
+            }
+            done = async {
+                match round.as_mut() {
+                    Some(r) => r.await,
+                    None => std::future::pending().await,
+                }
+            }, if round.is_some() => {
+                round = None;
+                if let Ok((v, until)) = done {
+                    valid_until = until.map(tokio::time::Instant::from_std);
+                    publish(v);
                 }
             }
-            set_fence(Some(h.fence()));
-            h.view()
-        })
-        .await;
-        if let Ok(v) = round {
-            metrics::gauge!("ncp_watchd_shards_owned").set(f64::from(v.held.len()));
-            view.send_if_modified(|old| {
-                let changed = *old != v;
-                *old = v;
-                changed
-            });
+            _ = tokio::time::sleep_until(valid_until.unwrap_or_else(tokio::time::Instant::now)), if round.is_some() && valid_until.is_some() => {
+                valid_until = None;
+                tracing::error!("the lease round is stuck past the leases' expiry: working no shard until the store answers");
+                publish(View::default());
+            }
         }
     }
 }

@@ -48,15 +48,24 @@ pub async fn run(args: &StatusArgs) -> Result<(), Failure> {
         }
         for r in &report.replicas {
             let shards: Vec<String> = r.shards.iter().map(u16::to_string).collect();
+            // A lease's age is how long ago its holder last renewed it (with its heartbeat,
+            // once a second while it is alive).
+            let seen = r
+                .last_seen
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.timestamp_millis().min(now));
+            let heard = relative(seen, now);
+            let lease = match r.lease_expires_in_ms {
+                Some(ms) => format!("leases renewed {heard}, expire {}", relative(Some(now + ms), now)),
+                None => format!("no lease (standby), heard from {heard}"),
+            };
             println!(
-                "replica {} ({} pid {}): shards [{}]{}",
+                "replica {} ({} pid {}): shards [{}], {lease}",
                 r.instance,
                 r.host,
                 r.pid,
-                shards.join(", "),
-                r.lease_expires_in_ms
-                    .map(|ms| format!(", lease expires in {}", relative(Some(now + ms), now)))
-                    .unwrap_or_default()
+                shards.join(", ")
             );
         }
         let last = report

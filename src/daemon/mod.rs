@@ -264,8 +264,19 @@ pub async fn run(
         .map_err(|source| DaemonError::Listen { addr: listen, source })?;
     let health = Arc::new(Health::default());
     health.tick();
-    // A replica is ready once it holds valid leases (or is a healthy standby).
+    // A replica is ready once it holds valid leases (or is a healthy standby). The lease
+    // task's verdict reaches /readyz on its own, even while the loop below waits on a
+    // store that stopped answering.
     health.set_leases_healthy(replica.is_none());
+    if let Some(mut leases) = views.clone() {
+        let health = health.clone();
+        tracker.spawn(async move {
+            while leases.changed().await.is_ok() {
+                let healthy = leases.borrow_and_update().healthy;
+                health.set_leases_healthy(healthy);
+            }
+        });
+    }
     let server_stop = CancellationToken::new();
     tracker.spawn(server::serve(
         listener,
@@ -343,7 +354,6 @@ pub async fn run(
             }
             Ok(()) = async { match views.as_mut() { Some(v) => v.changed().await.map_err(|_| ()), None => Err(()) } } => {
                 let view = views.as_mut().map(|v| *v.borrow_and_update()).unwrap_or_default();
-                health.set_leases_healthy(view.healthy);
                 if let Some(r) = replica.as_mut() {
                     let specs = sink_specs(engine.config(), &extra_sinks);
                     r.apply_view(view, &mut engine, &client, &specs, &webhooks, &state, &wake);

@@ -350,6 +350,12 @@ async fn replicas_joining_get_a_fair_share_of_the_shards_and_changes_still_come_
     let (stdout, stderr) = crate::helpers::text(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(stdout.matches("replica ").count(), 2, "{stdout}");
+    // With its shards and its lease's age (SPEC §9).
+    assert_eq!(stdout.matches(", leases renewed ").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("shards [") && stdout.contains(" ago, expire in "),
+        "{stdout}"
+    );
     drop(second);
 }
 
@@ -728,4 +734,50 @@ async fn a_replica_holding_every_shard_sends_a_receiver_no_more_at_once_than_a_s
         at_once >= 4,
         "only {at_once} request(s) open at once: the parts did not send side by side"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_whose_store_stops_answering_is_not_ready_once_its_leases_run_out() {
+    let Some(server) = pg::start(false) else { return };
+    let assets = 4;
+    let sim = sim_with(&scenario(assets), 100_000).await;
+    let config = cluster_config(&sim.url(), &server, assets, "");
+    let replica = Daemon::start(&config).await;
+    wait_holdings(&server, &[SHARDS], Duration::from_secs(20)).await;
+    let addr = replica.server_addr().await;
+    let readyz = || async move {
+        reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let wait_readyz = |want: u16, within: Duration| async move {
+        let deadline = tokio::time::Instant::now() + within;
+        while readyz().await != want {
+            assert!(tokio::time::Instant::now() < deadline, "/readyz never answered {want}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    wait_readyz(200, Duration::from_secs(20)).await;
+    // The server freezes with every connection open: no error, no answer. The leases
+    // (3 s) run out unrenewed, and the replica says it is not ready.
+    server.signal_all("STOP");
+    let frozen = tokio::time::Instant::now();
+    wait_readyz(503, Duration::from_secs(10)).await;
+    assert!(
+        frozen.elapsed() < Duration::from_secs(6),
+        "not ready only after {:?}",
+        frozen.elapsed()
+    );
+    // When it answers again, the replica takes its shards back and polls them.
+    server.signal_all("CONT");
+    wait_readyz(200, Duration::from_secs(30)).await;
+    set_import(&sim, "1", "COMPLETED");
+    wait_outbox(
+        &server,
+        &["workspaces/ws/projects/1/video-assets/1".to_string()],
+        "video_asset.import.completed",
+        Duration::from_secs(30),
+    )
+    .await;
 }

@@ -295,8 +295,27 @@ impl PgServer {
     }
 }
 
+impl PgServer {
+    /// Sends `signal` (`STOP`, `CONT`) to the server and every backend: `STOP` makes a
+    /// server that keeps its connections open and never answers.
+    pub fn signal_all(&self, signal: &str) {
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        let pid = std::fs::read_to_string(pid_file).unwrap_or_default();
+        let pid = pid.lines().next().unwrap_or_default().trim().to_string();
+        assert!(!pid.is_empty(), "no postmaster pid");
+        let _ = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+        let _ = std::process::Command::new("pkill")
+            .args([&format!("-{signal}"), "-P", &pid])
+            .status();
+    }
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
+        // A server left stopped by a failed test could not be shut down.
+        self.signal_all("CONT");
         let data = self.dir.path().join("data");
         let _ = as_postgres(
             &self.bin.join("pg_ctl"),

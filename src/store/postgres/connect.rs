@@ -43,6 +43,10 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 /// this long rather than after the kernel's two hours.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
 
+/// A request the server's host has not acknowledged for this long fails the connection
+/// (a network that drops packets without a reset): keepalives cover only idle ones.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A parsed `[state] url`: what to connect to and how, with nothing secret in it.
 #[derive(Clone)]
 pub struct ConnectSpec {
@@ -186,6 +190,7 @@ pub fn parse_url(url: &str, base_dir: &Path) -> Result<ConnectSpec, String> {
         config.application_name("ncp-watchd");
     }
     config.keepalives_idle(KEEPALIVE_IDLE);
+    config.tcp_user_timeout(TCP_USER_TIMEOUT);
     // A process frozen inside a transaction (SIGSTOP, a stall) would hold its locks, the
     // commit lock every replica takes included, for as long as it stays frozen: the server
     // ends such a session after this long, so one frozen replica never stalls the others.
