@@ -31,6 +31,17 @@ async fn the_demo_plays_the_built_in_scenario_to_its_end() {
         "changes show their previous state:\n{stdout}"
     );
     assert!(!stdout.contains("failed:"), "no poll fails in the demo:\n{stdout}");
+    // Every event reached the local receiver as a webhook whose signature it checked.
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("the local receiver got "))
+        .unwrap_or_else(|| panic!("no receiver summary:\n{stdout}"));
+    let numbers: Vec<u64> = line.split(' ').filter_map(|w| w.parse().ok()).collect();
+    assert!(
+        numbers.len() == 2 && numbers[0] == numbers[1] && numbers[0] > 0,
+        "{line}"
+    );
+    assert!(line.ends_with("every signature valid"), "{line}");
     assert!(
         stdout.contains("[via callback]"),
         "the simulator's callbacks bring encode changes before their poll:\n{stdout}"
