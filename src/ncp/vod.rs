@@ -124,16 +124,23 @@ pub fn decode_vod_page(body: Value) -> Result<ListPage<VodEncode>, ApiError> {
 ///
 /// The status list has no job id: a retry after FAILURE or a re-upload under the same
 /// name lists a second row for the same (category, file, output type). The newest job is
-/// the one with the latest `lastWorkTime`; among equal (or unreadable) times, the later
-/// row in the list.
+/// the one with the latest `lastWorkTime`. Times are whole seconds, so a retry started in
+/// the second its predecessor failed ties with it: then an unfinished row wins over a
+/// finished one (a finished job never runs again, so the unfinished row is the newer job,
+/// whichever order the list is in), and among rows alike, the later row in the list.
 pub fn newest_jobs(encodes: Vec<VodEncode>) -> Vec<VodEncode> {
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut out: Vec<VodEncode> = Vec::with_capacity(encodes.len());
+    let rank = |x: &VodEncode| {
+        (
+            x.last_work_time.as_ref().and_then(wire::ApiTime::epoch_ms),
+            !crate::watch::Aspect::Encode.is_terminal(&x.status),
+        )
+    };
     for e in encodes {
         match index.get(&e.key()) {
             Some(&i) => {
-                let time = |x: &VodEncode| x.last_work_time.as_ref().and_then(wire::ApiTime::epoch_ms);
-                if time(&e) >= time(&out[i]) {
+                if rank(&e) >= rank(&out[i]) {
                     out[i] = e;
                 }
             }

@@ -289,9 +289,24 @@ fn the_newest_job_of_an_output_is_followed() {
         assert_eq!(newest.len(), 1);
         assert_eq!(newest[0].status, "RUNNING");
     }
-    // Equal times: the later row in the list.
+    // Equal times (whole seconds: a retry started in the second the first job failed):
+    // the unfinished row is the newer job, in a list oldest first or newest first.
+    for rows in [
+        vec![
+            row("2026-12-01T10:00:00+0900", "FAILURE"),
+            row("2026-12-01T10:00:00+0900", "WAITING"),
+        ],
+        vec![
+            row("2026-12-01T10:00:00+0900", "WAITING"),
+            row("2026-12-01T10:00:00+0900", "FAILURE"),
+        ],
+    ] {
+        let page = decode_vod_page(answer(json!({"content": rows}))).unwrap();
+        assert_eq!(ncp_watchd::ncp::vod::newest_jobs(page.items)[0].status, "WAITING");
+    }
+    // Rows alike at equal times: the later row in the list.
     let rows = vec![
-        row("2026-12-01T10:00:00+0900", "FAILURE"),
+        row("2026-12-01T10:00:00+0900", "RUNNING"),
         row("2026-12-01T10:00:00+0900", "WAITING"),
     ];
     let page = decode_vod_page(answer(json!({"content": rows}))).unwrap();
