@@ -111,16 +111,16 @@ impl NcpClient {
     /// quota is applied to the kept limiters.
     pub fn with_gates_of(mut self, old: &NcpClient) -> Self {
         let one_host = Arc::ptr_eq(&self.media_gate, &self.vod_gate);
-        for (new, kept) in [
-            (&mut self.media_gate, &old.media_gate),
-            (&mut self.vod_gate, &old.vod_gate),
-        ] {
-            kept.set_quota(new.quota());
-            *new = kept.clone();
-        }
+        let was_one_host = Arc::ptr_eq(&old.media_gate, &old.vod_gate);
+        old.media_gate.set_quota(self.media_gate.quota());
+        self.media_gate = old.media_gate.clone();
         if one_host {
             self.vod_gate = self.media_gate.clone();
+        } else if !was_one_host {
+            old.vod_gate.set_quota(self.vod_gate.quota());
+            self.vod_gate = old.vod_gate.clone();
         }
+        // (VOD Station moved off the shared host: its new gate starts afresh.)
         self
     }
 
@@ -775,6 +775,38 @@ pub const PAGES_PAST_TOTAL: u64 = 10;
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn client_of(media: &str, vod: &str) -> NcpClient {
+        let text =
+            format!("[api]\nmedia_url = \"{media}\"\nvod_url = \"{vod}\"\n[[watch.search_image]]\nasset_key = \"x\"\n");
+        let config = crate::config::Config::parse(std::path::Path::new("t.toml"), &text).unwrap();
+        let credentials = crate::config::Credentials {
+            access_key: crate::config::Secret::new("gates-test-access-key-7f3a"),
+            secret_key: crate::config::Secret::new("gates-test-secret-key-9c1d"),
+            access_key_source: crate::config::CredentialSource::BuiltIn,
+            secret_key_source: crate::config::CredentialSource::BuiltIn,
+            api_url: None,
+        };
+        NcpClient::new(&config.api, &credentials).unwrap()
+    }
+
+    #[test]
+    fn one_host_serving_both_services_has_one_limiter_through_reloads() {
+        let shared = |c: &NcpClient| Arc::ptr_eq(&c.media_gate, &c.vod_gate);
+        assert!(shared(&client_of("http://127.0.0.1:8780", "http://127.0.0.1:8780/")));
+        assert!(!shared(&client_of("http://127.0.0.1:8780", "http://127.0.0.1:8781")));
+        assert!(!shared(&client_of("https://a.example.com", "https://b.example.com")));
+        // A reload keeps the gates of the hosts it keeps, and no host shares another's.
+        let before = client_of("http://127.0.0.1:8780", "http://127.0.0.1:8780");
+        let same = client_of("http://127.0.0.1:8780", "http://127.0.0.1:8780").with_gates_of(&before);
+        assert!(shared(&same) && Arc::ptr_eq(&same.media_gate, &before.media_gate));
+        let split = client_of("http://127.0.0.1:8780", "http://127.0.0.1:8781").with_gates_of(&before);
+        assert!(!shared(&split) && Arc::ptr_eq(&split.media_gate, &before.media_gate));
+        let joined = client_of("http://127.0.0.1:8780", "http://127.0.0.1:8780").with_gates_of(&split);
+        assert!(shared(&joined) && Arc::ptr_eq(&joined.media_gate, &before.media_gate));
+        let apart = client_of("http://127.0.0.1:8780", "http://127.0.0.1:8782").with_gates_of(&split);
+        assert!(Arc::ptr_eq(&apart.vod_gate, &split.vod_gate));
+    }
 
     fn err(status: u16, body: &str) -> ApiError {
         classify(StatusCode::from_u16(status).unwrap(), None, body.as_bytes()).unwrap_err()
