@@ -375,6 +375,11 @@ pub struct Engine {
     /// before then belongs to an earlier hold of the shard, and another replica may have
     /// seen newer states in between, so its answer is dropped.
     gained_at: HashMap<u16, i64>,
+    /// What this replica saw of the key while another replica holds the account's shard,
+    /// not handed over yet: `Some(error)` refused, `None` accepted again.
+    account_relay: RefCell<Option<Option<String>>>,
+    /// Whether the key was refused when this replica last handed its state over.
+    account_relayed_refused: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -439,6 +444,8 @@ impl Engine {
             shards,
             created_seen,
             gained_at: HashMap::new(),
+            account_relay: RefCell::new(None),
+            account_relayed_refused: false,
         };
         // Items that were waiting on a refused key before a restart wait on it still.
         let failing_account = engine
@@ -1016,11 +1023,21 @@ impl Engine {
 
     /// The gateway refused the key: `account.failing` once, however many watches it hit.
     fn account_refused(&self, e: &ApiError, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
+        self.account_refused_with(&crate::text::scrub(&e.to_string()), now, time, staged);
+    }
+
+    /// [`Engine::account_refused`], from the error's text. A replica without the account's
+    /// shard hands what it saw to the one holding it instead (through the store): that one
+    /// may have no watch of its own to be refused on.
+    fn account_refused_with(&self, e: &str, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
         let Some(mut account) = self.account_item(staged) else {
+            if self.account.is_some() {
+                *self.account_relay.borrow_mut() = Some(Some(e.to_string()));
+            }
             return;
         };
         account.last_polled_ms = When::at(now);
-        account.last_error = Some(crate::text::scrub(&e.to_string()).into());
+        account.last_error = Some(e.into());
         account.failures = account.failures.saturating_add(1);
         if !account.failing {
             account.failing = true;
@@ -1043,6 +1060,9 @@ impl Engine {
     /// A good answer: every refused account recovers, and the watches waiting on it are
     /// due now.
     fn account_accepted(&mut self, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
+        if self.account_relayed_refused && !self.owns_account() {
+            *self.account_relay.get_mut() = Some(None);
+        }
         if self.auth_waiting.is_empty() && !self.any_account_failing(staged) {
             return;
         }
@@ -1086,6 +1106,43 @@ impl Engine {
                 staged.items.insert(key, item);
             }
         }
+    }
+
+    /// Whether this replica holds the shard of the key's account item.
+    fn owns_account(&self) -> bool {
+        self.account
+            .as_deref()
+            .is_none_or(|key| self.owns(key.split_once(':').map_or(key, |(_, subject)| subject)))
+    }
+
+    /// What this replica saw of the key since it last handed it over, when it changed and
+    /// another replica holds the account's shard: `Some(Some(error))` refused,
+    /// `Some(None)` accepted again.
+    pub fn take_account_relay(&mut self) -> Option<Option<String>> {
+        let seen = self.account_relay.get_mut().take()?;
+        if seen.is_some() == self.account_relayed_refused {
+            return None;
+        }
+        self.account_relayed_refused = seen.is_some();
+        Some(seen)
+    }
+
+    /// On the replica holding the account's shard: another replica saw the key refused
+    /// (`Some(error)`) or accepted again (`None`). The account's event comes from here, once.
+    pub fn apply_relayed_account(&mut self, refused: Option<&str>) -> Result<Vec<CloudEvent>, StoreError> {
+        if self.account.is_none() || !self.owns_account() {
+            return Ok(Vec::new());
+        }
+        let (now, time) = (now_ms(), Utc::now());
+        let mut staged = Staged::default();
+        match refused {
+            Some(error) => self.account_refused_with(error, now, time, &mut staged),
+            None => self.account_accepted(now, time, &mut staged),
+        }
+        if staged.items.is_empty() && staged.events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.commit(staged)
     }
 
     fn any_account_failing(&self, staged: &Staged) -> bool {

@@ -295,6 +295,8 @@ pub async fn run(
     let mut callback_recorded: Option<i64> = None;
     // Callback hints passed between replicas through the store.
     let mut hints = RelayedHints::default();
+    // The key's state passed to the replica holding the account's shard.
+    let mut account_seen: Option<i64> = None;
     // The gauges are there from the start, before /readyz first answers 200.
     let mut gauge_store = Store::open_for_progress(&state).ok();
     update_gauges(&engine, gauge_store.as_ref());
@@ -378,6 +380,7 @@ pub async fn run(
                     if engine.config().callbacks.is_some() && engine.owns(&target::Target::VodList.subject()) {
                         hints.take_relayed(&mut engine, gauge_store.as_ref());
                     }
+                    relay_account(&mut engine, gauge_store.as_mut(), &mut account_seen, &wake, &health);
                 }
                 // When the last callback came, for `status`: at most one write a second.
                 if let Some(at) = callbacks.last_callback_ms().filter(|at| callback_recorded != Some(*at))
@@ -763,8 +766,54 @@ fn update_gauges(engine: &Engine, store: Option<&Store>) {
     }
 }
 
+/// The store fact through which replicas hand the key's state to the holder of the
+/// account's shard: `{"at": ms, "refused": "error" | null}`.
+const ACCOUNT_FACT: &str = "account_key_state";
+
+/// On a cluster: hands what this replica saw of the key to the holder of the account's
+/// shard, and, on that holder, takes what the others handed over. One bad key is one
+/// `account.failing` (SPEC §8) even when the holder has no watch of its own to be refused on.
+fn relay_account(
+    engine: &mut Engine,
+    store: Option<&mut Store>,
+    seen: &mut Option<i64>,
+    wake: &watch::Sender<u64>,
+    health: &Health,
+) {
+    let Some(store) = store else { return };
+    let now = now_ms();
+    if let Some(state) = engine.take_account_relay() {
+        let value = serde_json::json!({ "at": now, "refused": state }).to_string();
+        match store.set_fact(ACCOUNT_FACT, &value) {
+            Ok(()) => tracing::debug!(
+                refused = state.is_some(),
+                "handed the key's state to the replica holding the account"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot hand the key's state to the replica holding the account"),
+        }
+    }
+    let Ok(Some(value)) = store.fact(ACCOUNT_FACT) else {
+        return;
+    };
+    let Ok(state) = serde_json::from_str::<serde_json::Value>(&value) else {
+        return;
+    };
+    let Some(at) = state["at"].as_i64() else { return };
+    // The first look takes only what is fresh: an old state was the last holder's to act on.
+    let since = seen.unwrap_or(now - 10_000);
+    *seen = Some(since.max(at));
+    if at > since {
+        let result = engine.apply_relayed_account(state["refused"].as_str());
+        announce(result, wake, health);
+    }
+}
+
 fn apply(engine: &mut Engine, batch: Vec<PollResult>, wake: &watch::Sender<u64>, health: &Health) {
-    let result = engine.apply(batch);
+    announce(engine.apply(batch), wake, health);
+}
+
+/// Logs and counts committed events and wakes the sinks; reports a failed commit.
+fn announce(result: Result<Vec<CloudEvent>, StoreError>, wake: &watch::Sender<u64>, health: &Health) {
     // A fenced commit is this replica's lost lease, not a failing store.
     health.store_committed(!matches!(result, Err(ref e) if !matches!(e, StoreError::Fenced { .. })));
     match result {

@@ -781,3 +781,82 @@ async fn a_replica_whose_store_stops_answering_is_not_ready_once_its_leases_run_
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_key_is_one_account_event_even_when_the_accounts_holder_watches_nothing() {
+    let Some(server) = pg::start(false) else { return };
+    let prefix: String = ncp_watchd::sim::DEFAULT_ACCESS_KEY.chars().take(8).collect();
+    let account = format!("accounts/{prefix}");
+    let account_shard = shard_of(&account);
+    // A second replica joining takes the upper half of the shards (8–15) and the first keeps
+    // the lower: the one watched asset lies in the half without the account's shard.
+    let subject = |i: u32| format!("workspaces/ws/projects/1/video-assets/{i}");
+    let asset = (1..)
+        .find(|i| (shard_of(&subject(*i)) < 8) != (account_shard < 8))
+        .unwrap();
+    let sim = sim_with(
+        &format!("[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{asset}\"\nimport = [{{ at = \"0s\", status = \"S0\" }}]\n"),
+        100_000,
+    )
+    .await;
+    let keys = tempfile::tempdir().unwrap();
+    let (ak, sk) = (keys.path().join("ak"), keys.path().join("sk"));
+    std::fs::write(&ak, ncp_watchd::sim::DEFAULT_ACCESS_KEY).unwrap();
+    std::fs::write(&sk, ncp_watchd::sim::DEFAULT_SECRET_KEY).unwrap();
+    let config = config_text(
+        &sim.url(),
+        "",
+        &format!(
+            "[credentials]\naccess_key_file = \"{}\"\nsecret_key_file = \"{}\"\n\
+             [[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{asset}\"\n\
+             [poll]\ninterval = \"100ms\"\nmax_backoff = \"300ms\"\n\n[cluster]\nlease_ttl = \"3s\"\n\n{}",
+            ak.display(),
+            sk.display(),
+            server.state_toml()
+        ),
+    );
+    let first = Daemon::start(&config).await;
+    wait_holdings(&server, &[SHARDS], Duration::from_secs(20)).await;
+    let second = Daemon::start(&config).await;
+    wait_holdings(&server, &[8, 8], Duration::from_secs(20)).await;
+    assert_ne!(
+        holder_pid(&server, account_shard),
+        holder_pid(&server, shard_of(&subject(asset))),
+        "the account's shard and the asset's are held apart"
+    );
+    wait_outbox(
+        &server,
+        &[subject(asset)],
+        "video_asset.import.s0",
+        Duration::from_secs(20),
+    )
+    .await;
+    // The key is refused from now on: only the asset's holder is told so by the gateway.
+    std::fs::write(&sk, "not-the-secret").unwrap();
+    first.signal("HUP");
+    second.signal("HUP");
+    let events = wait_outbox(&server, std::slice::from_ref(&account), "account.failing", Duration::from_secs(30)).await;
+    assert_eq!(
+        events.iter().filter(|e| e["type"] == "account.failing").count(),
+        1,
+        "{}",
+        summary(&events)
+    );
+    // A good key again: one recovery.
+    std::fs::write(&sk, ncp_watchd::sim::DEFAULT_SECRET_KEY).unwrap();
+    first.signal("HUP");
+    second.signal("HUP");
+    let events = wait_outbox(
+        &server,
+        std::slice::from_ref(&account),
+        "account.recovered",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(
+        events.iter().filter(|e| e["type"] == "account.failing").count(),
+        1,
+        "{}",
+        summary(&events)
+    );
+}
