@@ -268,12 +268,18 @@ pub async fn run(
     // task's verdict reaches /readyz on its own, even while the loop below waits on a
     // store that stopped answering.
     health.set_leases_healthy(replica.is_none());
+    // So is a lapse of every lease: the quota share drops to nothing at once (the loop
+    // below grows it again, in order, when shards come back).
     if let Some(mut leases) = views.clone() {
         let health = health.clone();
+        let gates = client.clone();
         tracker.spawn(async move {
             while leases.changed().await.is_ok() {
-                let healthy = leases.borrow_and_update().healthy;
-                health.set_leases_healthy(healthy);
+                let view = *leases.borrow_and_update();
+                health.set_leases_healthy(view.healthy);
+                if !view.healthy && view.held.is_empty() && view.draining.is_empty() {
+                    gates.set_quota_share(0);
+                }
             }
         });
     }

@@ -769,6 +769,22 @@ async fn a_replica_whose_store_stops_answering_is_not_ready_once_its_leases_run_
         "not ready only after {:?}",
         frozen.elapsed()
     );
+    // And it makes no more calls: its share of the quota is nothing, even while its loop
+    // may wait on the frozen store.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("ncp_watchd_quota_share_per_minute{host=\"media\"} 0\n") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the share was kept:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // When it answers again, the replica takes its shards back and polls them.
     server.signal_all("CONT");
     wait_readyz(200, Duration::from_secs(30)).await;
@@ -835,7 +851,13 @@ async fn a_refused_key_is_one_account_event_even_when_the_accounts_holder_watche
     std::fs::write(&sk, "not-the-secret").unwrap();
     first.signal("HUP");
     second.signal("HUP");
-    let events = wait_outbox(&server, std::slice::from_ref(&account), "account.failing", Duration::from_secs(30)).await;
+    let events = wait_outbox(
+        &server,
+        std::slice::from_ref(&account),
+        "account.failing",
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(
         events.iter().filter(|e| e["type"] == "account.failing").count(),
         1,
