@@ -230,9 +230,11 @@ pub async fn run(
                     if let Err(e) = &result {
                         tracing::warn!(error = %e, "lease round failed; retrying");
                         metrics::counter!("ncp_watchd_lease_renewals_total", "outcome" => "error").increment(1);
-                        if h.valid_until.is_none_or(|t| t <= std::time::Instant::now()) {
-                            h.drop_all();
-                        }
+                    }
+                    // A round that failed, or took longer than the leases last, leaves
+                    // nothing this replica may still work: others may have taken it.
+                    if h.valid_until.is_none_or(|t| t <= std::time::Instant::now()) {
+                        h.drop_all();
                     }
                     set_fence(Some(h.fence()));
                     (h.view(), h.valid_until)

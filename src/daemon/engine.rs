@@ -375,11 +375,9 @@ pub struct Engine {
     /// before then belongs to an earlier hold of the shard, and another replica may have
     /// seen newer states in between, so its answer is dropped.
     gained_at: HashMap<u16, i64>,
-    /// What this replica saw of the key while another replica holds the account's shard,
-    /// not handed over yet: `Some(error)` refused, `None` accepted again.
-    account_relay: RefCell<Option<Option<String>>>,
-    /// Whether the key was refused when this replica last handed its state over.
-    account_relayed_refused: bool,
+    /// What this replica's polls last said of the key while another replica holds the
+    /// account's shard (`Some(error)`: refused, `None`: accepted), for that holder.
+    key_seen: RefCell<Option<Option<String>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -444,8 +442,7 @@ impl Engine {
             shards,
             created_seen,
             gained_at: HashMap::new(),
-            account_relay: RefCell::new(None),
-            account_relayed_refused: false,
+            key_seen: RefCell::new(None),
         };
         // Items that were waiting on a refused key before a restart wait on it still.
         let failing_account = engine
@@ -1032,7 +1029,7 @@ impl Engine {
     fn account_refused_with(&self, e: &str, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
         let Some(mut account) = self.account_item(staged) else {
             if self.account.is_some() {
-                *self.account_relay.borrow_mut() = Some(Some(e.to_string()));
+                *self.key_seen.borrow_mut() = Some(Some(e.to_string()));
             }
             return;
         };
@@ -1060,8 +1057,8 @@ impl Engine {
     /// A good answer: every refused account recovers, and the watches waiting on it are
     /// due now.
     fn account_accepted(&mut self, now: i64, time: DateTime<Utc>, staged: &mut Staged) {
-        if self.account_relayed_refused && !self.owns_account() {
-            *self.account_relay.get_mut() = Some(None);
+        if !self.owns_account() {
+            *self.key_seen.get_mut() = Some(None);
         }
         if self.auth_waiting.is_empty() && !self.any_account_failing(staged) {
             return;
@@ -1109,28 +1106,34 @@ impl Engine {
     }
 
     /// Whether this replica holds the shard of the key's account item.
-    fn owns_account(&self) -> bool {
+    pub fn owns_account(&self) -> bool {
         self.account
             .as_deref()
             .is_none_or(|key| self.owns(key.split_once(':').map_or(key, |(_, subject)| subject)))
     }
 
-    /// What this replica saw of the key since it last handed it over, when it changed and
-    /// another replica holds the account's shard: `Some(Some(error))` refused,
-    /// `Some(None)` accepted again.
-    pub fn take_account_relay(&mut self) -> Option<Option<String>> {
-        let seen = self.account_relay.get_mut().take()?;
-        if seen.is_some() == self.account_relayed_refused {
+    /// What this replica's polls last said of the key, when another replica holds the
+    /// account's shard: `Some(Some(error))` refused, `Some(None)` accepted.
+    pub fn key_seen(&self) -> Option<Option<String>> {
+        if self.owns_account() {
             return None;
         }
-        self.account_relayed_refused = seen.is_some();
-        Some(seen)
+        self.key_seen.borrow().clone()
     }
 
-    /// On the replica holding the account's shard: another replica saw the key refused
-    /// (`Some(error)`) or accepted again (`None`). The account's event comes from here, once.
-    pub fn apply_relayed_account(&mut self, refused: Option<&str>) -> Result<Vec<CloudEvent>, StoreError> {
-        if self.account.is_none() || !self.owns_account() {
+    /// On the replica holding the account's shard: another replica's polls found the key
+    /// refused (`Some(error)`) or accepted (`None`) at `at_ms`. It counts when it is newer
+    /// than the account's last change and says something else: the account's event comes
+    /// from here, once.
+    pub fn apply_relayed_account(&mut self, refused: Option<&str>, at_ms: i64) -> Result<Vec<CloudEvent>, StoreError> {
+        let Some(key) = self.account.clone().filter(|_| self.owns_account()) else {
+            return Ok(Vec::new());
+        };
+        let (failing, changed) = self
+            .items
+            .get(&key)
+            .map_or((false, None), |a| (a.failing, a.last_change_ms.get()));
+        if refused.is_some() == failing || changed.is_some_and(|t| at_ms <= t) {
             return Ok(Vec::new());
         }
         let (now, time) = (now_ms(), Utc::now());

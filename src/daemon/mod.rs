@@ -301,8 +301,8 @@ pub async fn run(
     let mut callback_recorded: Option<i64> = None;
     // Callback hints passed between replicas through the store.
     let mut hints = RelayedHints::default();
-    // The key's state passed to the replica holding the account's shard.
-    let mut account_seen: Option<i64> = None;
+    // The key's state this replica last handed to the holder of the account's shard.
+    let mut account_written: Option<bool> = None;
     // The gauges are there from the start, before /readyz first answers 200.
     let mut gauge_store = Store::open_for_progress(&state).ok();
     update_gauges(&engine, gauge_store.as_ref());
@@ -386,7 +386,7 @@ pub async fn run(
                     if engine.config().callbacks.is_some() && engine.owns(&target::Target::VodList.subject()) {
                         hints.take_relayed(&mut engine, gauge_store.as_ref());
                     }
-                    relay_account(&mut engine, gauge_store.as_mut(), &mut account_seen, &wake, &health);
+                    relay_account(&mut engine, gauge_store.as_mut(), &mut account_written, &wake, &health);
                 }
                 // When the last callback came, for `status`: at most one write a second.
                 if let Some(at) = callbacks.last_callback_ms().filter(|at| callback_recorded != Some(*at))
@@ -420,7 +420,18 @@ pub async fn run(
                 let api_changed = new_config.api != engine.config().api || keys_changed;
                 let sinks_changed = !same_sinks(&new_config, engine.config());
                 webhooks = match webhook_specs(&new_config) {
-                    Ok(w) => w,
+                    Ok(mut w) => {
+                        // Sinks that keep running keep their one client and in-flight bound,
+                        // which the parts started later for shards taken must share.
+                        if !sinks_changed {
+                            for spec in &mut w {
+                                if let Some(old) = webhooks.iter().find(|o| o.sink.name == spec.sink.name) {
+                                    spec.share_with(old);
+                                }
+                            }
+                        }
+                        w
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "reload refused: the previous configuration keeps running");
                         notify::ready();
@@ -776,41 +787,49 @@ fn update_gauges(engine: &Engine, store: Option<&Store>) {
 /// account's shard: `{"at": ms, "refused": "error" | null}`.
 const ACCOUNT_FACT: &str = "account_key_state";
 
-/// On a cluster: hands what this replica saw of the key to the holder of the account's
-/// shard, and, on that holder, takes what the others handed over. One bad key is one
-/// `account.failing` (SPEC §8) even when the holder has no watch of its own to be refused on.
+/// On a cluster: hands what this replica's polls say of the key to the holder of the
+/// account's shard, and, on that holder, takes it. One bad key is one `account.failing`
+/// (SPEC §8) even when the holder has no watch of its own to be refused on. The state lives
+/// in the store, so a restart or a hand-over of the account's shard loses nothing: a
+/// replica writes when its own view changes (or differs from the store's after a restart),
+/// and the holder acts on a state newer than the account's last change.
 fn relay_account(
     engine: &mut Engine,
     store: Option<&mut Store>,
-    seen: &mut Option<i64>,
+    written: &mut Option<bool>,
     wake: &watch::Sender<u64>,
     health: &Health,
 ) {
     let Some(store) = store else { return };
-    let now = now_ms();
-    if let Some(state) = engine.take_account_relay() {
-        let value = serde_json::json!({ "at": now, "refused": state }).to_string();
-        match store.set_fact(ACCOUNT_FACT, &value) {
-            Ok(()) => tracing::debug!(
-                refused = state.is_some(),
-                "handed the key's state to the replica holding the account"
-            ),
-            Err(e) => tracing::warn!(error = %e, "cannot hand the key's state to the replica holding the account"),
+    let stored = match store.fact(ACCOUNT_FACT) {
+        Ok(v) => v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok()),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the key's state other replicas handed over");
+            return;
         }
-    }
-    let Ok(Some(value)) = store.fact(ACCOUNT_FACT) else {
-        return;
     };
-    let Ok(state) = serde_json::from_str::<serde_json::Value>(&value) else {
-        return;
-    };
-    let Some(at) = state["at"].as_i64() else { return };
-    // The first look takes only what is fresh: an old state was the last holder's to act on.
-    let since = seen.unwrap_or(now - 10_000);
-    *seen = Some(since.max(at));
-    if at > since {
-        let result = engine.apply_relayed_account(state["refused"].as_str());
-        announce(result, wake, health);
+    let stored_refused = stored.as_ref().map(|v| !v["refused"].is_null());
+    if let Some(mine) = engine.key_seen() {
+        let refused = mine.is_some();
+        let differs = stored_refused.map_or(refused, |r| r != refused);
+        if differs && *written != Some(refused) {
+            let value = serde_json::json!({ "at": now_ms(), "refused": mine }).to_string();
+            match store.set_fact(ACCOUNT_FACT, &value) {
+                Ok(()) => {
+                    *written = Some(refused);
+                    tracing::debug!(refused, "handed the key's state to the replica holding the account");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot hand the key's state to the replica holding the account"),
+            }
+        }
+    } else if let Some(state) = stored
+        && let Some(at) = state["at"].as_i64()
+    {
+        announce(
+            engine.apply_relayed_account(state["refused"].as_str(), at),
+            wake,
+            health,
+        );
     }
 }
 

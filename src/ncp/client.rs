@@ -110,17 +110,28 @@ impl NcpClient {
     /// reload instead of being spent twice over while the old queue drains. A changed
     /// quota is applied to the kept limiters.
     pub fn with_gates_of(mut self, old: &NcpClient) -> Self {
+        // A gate belongs to a host (scheme, host and port), whichever service it served.
+        let kept = |url: &Url| {
+            if url.origin() == old.media_url.origin() {
+                Some(old.media_gate.clone())
+            } else if url.origin() == old.vod_url.origin() {
+                Some(old.vod_gate.clone())
+            } else {
+                None
+            }
+        };
         let one_host = Arc::ptr_eq(&self.media_gate, &self.vod_gate);
-        let was_one_host = Arc::ptr_eq(&old.media_gate, &old.vod_gate);
-        old.media_gate.set_quota(self.media_gate.quota());
-        self.media_gate = old.media_gate.clone();
+        if let Some(gate) = kept(&self.media_url) {
+            gate.set_quota(self.media_gate.quota());
+            self.media_gate = gate;
+        }
         if one_host {
             self.vod_gate = self.media_gate.clone();
-        } else if !was_one_host {
-            old.vod_gate.set_quota(self.vod_gate.quota());
-            self.vod_gate = old.vod_gate.clone();
+        } else if let Some(gate) = kept(&self.vod_url) {
+            gate.set_quota(self.vod_gate.quota());
+            self.vod_gate = gate;
         }
-        // (VOD Station moved off the shared host: its new gate starts afresh.)
+        // A host new to the client starts with a gate of its own.
         self
     }
 
@@ -791,7 +802,7 @@ mod tests {
     }
 
     #[test]
-    fn one_host_serving_both_services_has_one_limiter_through_reloads() {
+    fn each_host_has_one_limiter_whichever_services_it_serves_through_reloads() {
         let shared = |c: &NcpClient| Arc::ptr_eq(&c.media_gate, &c.vod_gate);
         assert!(shared(&client_of("http://127.0.0.1:8780", "http://127.0.0.1:8780/")));
         assert!(!shared(&client_of("http://127.0.0.1:8780", "http://127.0.0.1:8781")));
@@ -804,8 +815,13 @@ mod tests {
         assert!(!shared(&split) && Arc::ptr_eq(&split.media_gate, &before.media_gate));
         let joined = client_of("http://127.0.0.1:8780", "http://127.0.0.1:8780").with_gates_of(&split);
         assert!(shared(&joined) && Arc::ptr_eq(&joined.media_gate, &before.media_gate));
-        let apart = client_of("http://127.0.0.1:8780", "http://127.0.0.1:8782").with_gates_of(&split);
-        assert!(Arc::ptr_eq(&apart.vod_gate, &split.vod_gate));
+        // A gate follows its host, not its service.
+        let swapped = client_of("http://127.0.0.1:8781", "http://127.0.0.1:8780").with_gates_of(&split);
+        assert!(Arc::ptr_eq(&swapped.media_gate, &split.vod_gate));
+        assert!(Arc::ptr_eq(&swapped.vod_gate, &split.media_gate));
+        let moved = client_of("http://127.0.0.1:8782", "http://127.0.0.1:8781").with_gates_of(&split);
+        assert!(Arc::ptr_eq(&moved.vod_gate, &split.vod_gate));
+        assert!(!Arc::ptr_eq(&moved.media_gate, &split.media_gate) && !Arc::ptr_eq(&moved.media_gate, &split.vod_gate));
     }
 
     fn err(status: u16, body: &str) -> ApiError {

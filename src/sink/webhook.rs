@@ -221,6 +221,11 @@ impl WebhookSpec {
         crate::store::shard_sink(&self.sink.name, self.shard)
     }
 
+    /// Takes `other`'s client and in-flight bound: the same sink, running on.
+    pub fn share_with(&mut self, other: &WebhookSpec) {
+        self.shared = other.shared.clone();
+    }
+
     /// This sink's part for one shard (a cluster delivers each shard's events from the
     /// replica holding it).
     pub fn for_shard(&self, shard: u16) -> Self {

@@ -218,3 +218,25 @@ fn a_wrong_password_is_reported_without_the_password_and_a_url_password_is_refus
     );
     assert!(!stderr.contains(pg::PASSWORD), "{stderr}");
 }
+
+/// A sink part stopping (a reload restarts every sink) may record its last progress after
+/// its successor has moved on: on either store, a cursor never moves back.
+#[test]
+fn a_sinks_cursor_never_moves_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = pg::start(false);
+    let mut stores = vec![Store::open(&ncp_watchd::config::StateConfig::sqlite(dir.path().join("state.db"))).unwrap()];
+    if let Some(server) = &server {
+        stores.push(Store::open(&server.state_config("sslmode=disable")).unwrap());
+    }
+    for mut store in stores {
+        store.cursor("webhook:ops").unwrap();
+        store.record_deliveries("ops", &[], 10).unwrap();
+        store.record_deliveries("ops", &[], 5).unwrap();
+        assert_eq!(store.cursor("webhook:ops").unwrap(), 10, "{}", store.describe());
+        store.cursor("log:events").unwrap();
+        store.set_cursor("log:events", 7).unwrap();
+        store.set_cursor("log:events", 3).unwrap();
+        assert_eq!(store.cursor("log:events").unwrap(), 7, "{}", store.describe());
+    }
+}

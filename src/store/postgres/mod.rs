@@ -729,8 +729,11 @@ impl Backend for PgStore {
         let fence = lease::fence();
         self.run(move |mut c| async move {
             let tx = progress_transaction(&mut c, fence.as_ref(), &sink).await?;
-            tx.execute("UPDATE sink_cursors SET last_seq = $2 WHERE sink = $1", &[&sink, &seq])
-                .await?;
+            tx.execute(
+                "UPDATE sink_cursors SET last_seq = GREATEST(last_seq, $2) WHERE sink = $1",
+                &[&sink, &seq],
+            )
+            .await?;
             tx.commit().await?;
             Ok(())
         })
@@ -1006,8 +1009,10 @@ impl Backend for PgStore {
                     }
                 }
             }
+            // Never backwards: a sink part stopping (a reload restarts it) may record its
+            // last progress after its successor has moved on.
             tx.execute(
-                "UPDATE sink_cursors SET last_seq = $2 WHERE sink = $1",
+                "UPDATE sink_cursors SET last_seq = GREATEST(last_seq, $2) WHERE sink = $1",
                 &[&webhook_cursor(&sink), &cursor],
             )
             .await?;

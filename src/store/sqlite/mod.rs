@@ -520,7 +520,7 @@ impl Backend for SqliteStore {
     /// Records that `sink` has handled everything up to `seq`.
     fn set_cursor(&mut self, sink: &str, seq: i64) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached("UPDATE sink_cursors SET last_seq = ?2 WHERE sink = ?1")?
+            .prepare_cached("UPDATE sink_cursors SET last_seq = MAX(last_seq, ?2) WHERE sink = ?1")?
             .execute(params![sink, seq])?;
         Ok(())
     }
@@ -669,7 +669,9 @@ impl Backend for SqliteStore {
                     }
                 }
             }
-            tx.prepare_cached("UPDATE sink_cursors SET last_seq = ?2 WHERE sink = ?1")?
+            // Never backwards: a sink part stopping (a reload restarts it) may record its
+            // last progress after its successor has moved on.
+            tx.prepare_cached("UPDATE sink_cursors SET last_seq = MAX(last_seq, ?2) WHERE sink = ?1")?
                 .execute(params![webhook_cursor(sink), cursor])?;
             tx.prepare_cached("DELETE FROM webhook_done WHERE sink = ?1 AND seq <= ?2")?
                 .execute(params![sink, cursor])?;
