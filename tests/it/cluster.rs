@@ -124,6 +124,19 @@ async fn wait_outbox(server: &pg::PgServer, subjects: &[String], event_type: &st
     }
 }
 
+/// The subject of the video asset `i` of the tests' project.
+fn asset_subject(i: impl std::fmt::Display) -> String {
+    format!("workspaces/ws/projects/1/video-assets/{i}")
+}
+
+/// Waits until every subject's import is `COMPLETED` in the outbox, each change in its
+/// chain once (see [`assert_chains`]); returns the whole outbox then.
+async fn wait_completed(server: &pg::PgServer, subjects: &[String], within: Duration) -> Vec<Value> {
+    let events = wait_outbox(server, subjects, "video_asset.import.completed", within).await;
+    assert_chains(&events, subjects, "COMPLETED");
+    events
+}
+
 /// Per subject, the outbox holds a chain from first sight to `last`, each link once: no
 /// change lost, none emitted twice.
 fn assert_chains(events: &[Value], subjects: &[String], last: &str) {
@@ -146,14 +159,18 @@ fn assert_chains(events: &[Value], subjects: &[String], last: &str) {
     }
 }
 
+/// The ids of the events the replicas' log sinks wrote.
+fn delivered_ids(replicas: &[&Daemon]) -> HashSet<String> {
+    replicas
+        .iter()
+        .flat_map(|r| read_events(&r.dir.join("events.jsonl")))
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// Every committed event reached some replica's log sink.
 fn assert_delivered(events: &[Value], replicas: &[&Daemon]) {
-    let mut seen: HashSet<String> = HashSet::new();
-    for r in replicas {
-        for e in read_events(&r.dir.join("events.jsonl")) {
-            seen.insert(e["id"].as_str().unwrap().to_string());
-        }
-    }
+    let seen = delivered_ids(replicas);
     for e in events {
         assert!(
             seen.contains(e["id"].as_str().unwrap()),
@@ -177,25 +194,7 @@ async fn three_replicas_lose_two_to_kill_9_and_every_change_is_emitted_once_and_
     wait_holdings(&server, &[6, 5, 5], Duration::from_secs(30)).await;
 
     // The world changes in the background while replicas die: each asset walks S1, S2, …
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let churn = {
-        let (sim, stop) = (sim.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut step = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                step += 1;
-                for i in 1..=assets {
-                    if fastrand::u8(0..3) == 0 {
-                        set_import(&sim, &i.to_string(), &format!("S{step}"));
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(50..150))).await;
-            }
-            for i in 1..=assets {
-                set_import(&sim, &i.to_string(), "COMPLETED");
-            }
-        })
-    };
+    let churn = crate::helpers::Churn::start(sim.clone(), assets, 50..150);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     a.signal("KILL");
     a.exit_within(Duration::from_secs(5)).await;
@@ -205,32 +204,15 @@ async fn three_replicas_lose_two_to_kill_9_and_every_change_is_emitted_once_and_
     b.signal("KILL");
     b.exit_within(Duration::from_secs(5)).await;
     wait_holdings(&server, &[SHARDS], Duration::from_secs(15)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    churn.await.unwrap();
+    churn.finish().await;
 
-    let subjects: Vec<String> = (1..=assets)
-        .map(|i| format!("workspaces/ws/projects/1/video-assets/{i}"))
-        .collect();
-    let events = wait_outbox(
-        &server,
-        &subjects,
-        "video_asset.import.completed",
-        Duration::from_secs(30),
-    )
-    .await;
-    assert_chains(&events, &subjects, "COMPLETED");
+    let subjects: Vec<String> = (1..=assets).map(asset_subject).collect();
+    let events = wait_completed(&server, &subjects, Duration::from_secs(30)).await;
     // Delivery: the last replica delivers what it committed and what the dead left behind.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let all_there = {
-            let mut seen = HashSet::new();
-            for r in [&a, &b, &c] {
-                for e in read_events(&r.dir.join("events.jsonl")) {
-                    seen.insert(e["id"].as_str().unwrap().to_string());
-                }
-            }
-            events.iter().all(|e| seen.contains(e["id"].as_str().unwrap()))
-        };
+        let seen = delivered_ids(&[&a, &b, &c]);
+        let all_there = events.iter().all(|e| seen.contains(e["id"].as_str().unwrap()));
         if all_there || tokio::time::Instant::now() >= deadline {
             break;
         }
@@ -249,9 +231,7 @@ async fn a_replica_frozen_past_its_lease_cannot_commit_when_it_wakes_and_nothing
     let a = Daemon::start(&config).await;
     let b = Daemon::start(&config).await;
     wait_holdings(&server, &[8, 8], Duration::from_secs(30)).await;
-    let subjects: Vec<String> = (1..=assets)
-        .map(|i| format!("workspaces/ws/projects/1/video-assets/{i}"))
-        .collect();
+    let subjects: Vec<String> = (1..=assets).map(asset_subject).collect();
     // Freeze the replica holding asset 1's shard: it stops mid-work, leases and all.
     let shard = shard_of(&subjects[0]);
     let frozen_pid = holder_pid(&server, shard).expect("the shard has a holder");
@@ -299,14 +279,7 @@ async fn a_replica_frozen_past_its_lease_cannot_commit_when_it_wakes_and_nothing
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_holdings(&server, &[8, 8], Duration::from_secs(20)).await;
-    let events = wait_outbox(
-        &server,
-        &subjects,
-        "video_asset.import.completed",
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_chains(&events, &subjects, "COMPLETED");
+    wait_completed(&server, &subjects, Duration::from_secs(20)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -324,17 +297,8 @@ async fn replicas_joining_get_a_fair_share_of_the_shards_and_changes_still_come_
     for i in 1..=assets {
         set_import(&sim, &i.to_string(), "COMPLETED");
     }
-    let subjects: Vec<String> = (1..=assets)
-        .map(|i| format!("workspaces/ws/projects/1/video-assets/{i}"))
-        .collect();
-    let events = wait_outbox(
-        &server,
-        &subjects,
-        "video_asset.import.completed",
-        Duration::from_secs(20),
-    )
-    .await;
-    assert_chains(&events, &subjects, "COMPLETED");
+    let subjects: Vec<String> = (1..=assets).map(asset_subject).collect();
+    wait_completed(&server, &subjects, Duration::from_secs(20)).await;
     // A clean stop hands the shards over at once, not after the lease expires.
     let mut third = third;
     third.signal("TERM");
@@ -511,7 +475,7 @@ async fn assets_one_replica_discovers_in_anothers_shards_are_polled_by_their_hol
     let subjects: Vec<String> = (2..=21)
         .map(|i| {
             set_import(&sim, &i.to_string(), "IN_PROGRESS");
-            format!("workspaces/ws/projects/1/video-assets/{i}")
+            asset_subject(i)
         })
         .collect();
     let list_holder = holder_pid(&server, shard_of("workspaces/ws/projects/1"));
@@ -714,9 +678,7 @@ async fn a_replica_holding_every_shard_sends_a_receiver_no_more_at_once_than_a_s
     let sim = sim_with(&scenario(assets), 100_000).await;
     let receiver = Receiver::start("127.0.0.1:0".parse().unwrap(), vec![]).await;
     receiver.set_fallback(Reply::Slow(200, 400));
-    let shards: HashSet<u16> = (1..=assets)
-        .map(|i| shard_of(&format!("workspaces/ws/projects/1/video-assets/{i}")))
-        .collect();
+    let shards: HashSet<u16> = (1..=assets).map(|i| shard_of(&asset_subject(i))).collect();
     assert!(shards.len() >= 12, "the events fall in {} shards only", shards.len());
     let sink = format!(
         "\n[[sink.webhook]]\nname = \"ops\"\nurl = \"{}\"\ntimeout = \"5s\"\nevents = [\"video_asset.import.*\"]\n",
@@ -806,9 +768,8 @@ async fn a_refused_key_is_one_account_event_even_when_the_accounts_holder_watche
     let account_shard = shard_of(&account);
     // A second replica joining takes the upper half of the shards (8–15) and the first keeps
     // the lower: the one watched asset lies in the half without the account's shard.
-    let subject = |i: u32| format!("workspaces/ws/projects/1/video-assets/{i}");
     let asset = (1..)
-        .find(|i| (shard_of(&subject(*i)) < 8) != (account_shard < 8))
+        .find(|i| (shard_of(&asset_subject(*i)) < 8) != (account_shard < 8))
         .unwrap();
     let sim = sim_with(
         &format!("[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"1\"\nasset_id = \"{asset}\"\nimport = [{{ at = \"0s\", status = \"S0\" }}]\n"),
@@ -837,48 +798,31 @@ async fn a_refused_key_is_one_account_event_even_when_the_accounts_holder_watche
     wait_holdings(&server, &[8, 8], Duration::from_secs(20)).await;
     assert_ne!(
         holder_pid(&server, account_shard),
-        holder_pid(&server, shard_of(&subject(asset))),
+        holder_pid(&server, shard_of(&asset_subject(asset))),
         "the account's shard and the asset's are held apart"
     );
     wait_outbox(
         &server,
-        &[subject(asset)],
+        &[asset_subject(asset)],
         "video_asset.import.s0",
         Duration::from_secs(20),
     )
     .await;
-    // The key is refused from now on: only the asset's holder is told so by the gateway.
-    std::fs::write(&sk, "not-the-secret").unwrap();
-    first.signal("HUP");
-    second.signal("HUP");
-    let events = wait_outbox(
-        &server,
-        std::slice::from_ref(&account),
-        "account.failing",
-        Duration::from_secs(30),
-    )
-    .await;
-    assert_eq!(
-        events.iter().filter(|e| e["type"] == "account.failing").count(),
-        1,
-        "{}",
-        summary(&events)
-    );
-    // A good key again: one recovery.
-    std::fs::write(&sk, ncp_watchd::sim::DEFAULT_SECRET_KEY).unwrap();
-    first.signal("HUP");
-    second.signal("HUP");
-    let events = wait_outbox(
-        &server,
-        std::slice::from_ref(&account),
-        "account.recovered",
-        Duration::from_secs(30),
-    )
-    .await;
-    assert_eq!(
-        events.iter().filter(|e| e["type"] == "account.failing").count(),
-        1,
-        "{}",
-        summary(&events)
-    );
+    // The key is refused from now on (only the asset's holder is told so by the gateway),
+    // then good again: one event each time, from the account's holder.
+    for (secret, event) in [
+        ("not-the-secret", "account.failing"),
+        (ncp_watchd::sim::DEFAULT_SECRET_KEY, "account.recovered"),
+    ] {
+        std::fs::write(&sk, secret).unwrap();
+        first.signal("HUP");
+        second.signal("HUP");
+        let events = wait_outbox(&server, std::slice::from_ref(&account), event, Duration::from_secs(30)).await;
+        assert_eq!(
+            events.iter().filter(|e| e["type"] == "account.failing").count(),
+            1,
+            "{}",
+            summary(&events)
+        );
+    }
 }

@@ -434,25 +434,7 @@ pub async fn sigkill_loop(state: &str, open: impl Fn(&std::path::Path) -> ncp_wa
         .unwrap_or(20);
     // The world keeps changing in the background, for as long as the kills go on: each
     // asset walks through statuses S1, S2, ...
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let churn = {
-        let (sim, stop) = (sim.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut step = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                step += 1;
-                for i in 1..=assets {
-                    if fastrand::u8(0..3) == 0 {
-                        set_import(&sim, &i.to_string(), &format!("S{step}"));
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(fastrand::u64(20..80))).await;
-            }
-            for i in 1..=assets {
-                set_import(&sim, &i.to_string(), "COMPLETED");
-            }
-        })
-    };
+    let churn = crate::helpers::Churn::start(sim.clone(), assets, 20..80);
     let mut daemon = Daemon::start(&config).await;
     let tmp = daemon.keep_dir();
     let dir = daemon.dir.clone();
@@ -462,8 +444,7 @@ pub async fn sigkill_loop(state: &str, open: impl Fn(&std::path::Path) -> ncp_wa
         daemon.exit_within(Duration::from_secs(5)).await;
         daemon = Daemon::start_in(&dir).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    churn.await.unwrap();
+    churn.finish().await;
     daemon.wait_started().await;
     let subjects: Vec<String> = (1..=assets)
         .map(|i| format!("workspaces/ws/projects/1/video-assets/{i}"))
@@ -515,16 +496,7 @@ pub async fn sigkill_loop(state: &str, open: impl Fn(&std::path::Path) -> ncp_wa
 
 #[tokio::test(flavor = "multi_thread")]
 async fn under_backlog_the_daemon_spends_its_quota_and_never_more() {
-    let mut scenario = String::new();
-    let mut watches = String::new();
-    for i in 1..=40 {
-        scenario.push_str(&format!(
-            "[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"9\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n"
-        ));
-        watches.push_str(&format!(
-            "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"9\"\nasset_id = \"{i}\"\n"
-        ));
-    }
+    let (scenario, mut watches) = importing_assets(40);
     // The project's list is one more item in the same queue: discovery must get its turns.
     watches.push_str("[[watch.project]]\nworkspace = \"ws\"\nproject_id = \"9\"\n");
     // The simulator holds the same quota as the daemon: any excess would be a 429.
@@ -579,6 +551,21 @@ async fn under_backlog_the_daemon_spends_its_quota_and_never_more() {
     );
 }
 
+/// A scenario of `n` video assets of project `ws/9` importing from the start, and a watch
+/// of each.
+fn importing_assets(n: usize) -> (String, String) {
+    (1..=n)
+        .map(|i| {
+            (
+                format!(
+                    "[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"9\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n"
+                ),
+                format!("[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"9\"\nasset_id = \"{i}\"\n"),
+            )
+        })
+        .unzip()
+}
+
 /// No self-inflicted 429 in `log`, and no second of it above what 600 calls a minute allow:
 /// 10 per second after a burst of two, so no one-second window holds more than 11 calls
 /// (+1 for arrival jitter at the window's edges), which scales to no 60 s window above 600
@@ -599,16 +586,8 @@ fn assert_600_a_minute(log: &[ncp_watchd::sim::RequestRecord]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn media_and_vod_calls_to_one_host_share_its_quota() {
     // Both services on the one simulator, whose quota counts them together (per key).
-    let mut scenario = String::new();
-    let mut watches = String::from("[[watch.vod]]\n");
-    for i in 1..=20 {
-        scenario.push_str(&format!(
-            "[[video_asset]]\nworkspace = \"ws\"\nproject_id = \"9\"\nasset_id = \"{i}\"\nimport = [{{ at = \"0s\", status = \"IN_PROGRESS\" }}]\n"
-        ));
-        watches.push_str(&format!(
-            "[[watch.video_asset]]\nworkspace = \"ws\"\nproject_id = \"9\"\nasset_id = \"{i}\"\n"
-        ));
-    }
+    let (scenario, watches) = importing_assets(20);
+    let watches = format!("[[watch.vod]]\n{watches}");
     let sim = sim_with(&scenario, 600).await;
     let config = config_text(
         &sim.url(),

@@ -330,6 +330,43 @@ asset_id = "2"
 import = [{ at = "0s", status = "IN_PROGRESS" }]
 "#;
 
+/// The world changing in the background: each of the assets `1..=assets` walks through
+/// statuses S1, S2, … (a third of them each step, a step every `pace` ms) until
+/// [`Churn::finish`], which then completes every one.
+pub struct Churn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Churn {
+    pub fn start(sim: std::sync::Arc<SimHandle>, assets: usize, pace: std::ops::Range<u64>) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut step = 0;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                step += 1;
+                for i in 1..=assets {
+                    if fastrand::u8(0..3) == 0 {
+                        set_import(&sim, &i.to_string(), &format!("S{step}"));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(pace.clone()))).await;
+            }
+            for i in 1..=assets {
+                set_import(&sim, &i.to_string(), "COMPLETED");
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the changes; every asset ends `COMPLETED`.
+    pub async fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}
+
 /// Sets the import status of asset `ws/1/{asset}` in the simulator, now.
 pub fn set_import(sim: &ncp_watchd::sim::SimHandle, asset: &str, status: &str) {
     sim.set(ncp_watchd::sim::SetState::VideoAsset {
