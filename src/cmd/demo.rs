@@ -181,8 +181,9 @@ pub async fn run() -> Result<(), Failure> {
             continue;
         }
         let since = *done_since.get_or_insert_with(tokio::time::Instant::now);
-        let pending = Store::open(&state).and_then(|s| s.pending_items()).unwrap_or(i64::MAX);
-        let committed = Store::open(&state).and_then(|s| s.outbox_len()).unwrap_or(i64::MAX);
+        let (pending, committed) = Store::open(&state)
+            .and_then(|s| Ok((s.pending_items()?, s.outbox_len()?)))
+            .unwrap_or((i64::MAX, i64::MAX));
         let delivered = lock(&received).valid.len() as i64;
         if pending == 0 && delivered >= committed && since.elapsed() >= settle {
             break;

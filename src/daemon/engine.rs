@@ -359,6 +359,8 @@ pub struct Engine {
     interner: RefCell<Interner>,
     /// The account item of the key in use, created the first time the key is refused.
     account: Option<Arc<str>>,
+    /// The shard of the account item (computed once: every answer asks who holds it).
+    account_shard: Option<u16>,
     /// Items waiting for the account's key to be accepted again; the first good answer
     /// (or new credentials) makes them due at once.
     auth_waiting: HashSet<Arc<str>>,
@@ -437,6 +439,7 @@ impl Engine {
             dynamic_seen: 0,
             interner: RefCell::new(interner),
             account: None,
+            account_shard: None,
             auth_waiting: HashSet::new(),
             hints: VodHints::default(),
             shards,
@@ -784,6 +787,7 @@ impl Engine {
         }
         .key()
         .into();
+        self.account_shard = key.split_once(':').map(|(_, subject)| shard_of(subject));
         self.account = Some(key);
     }
 
@@ -997,7 +1001,7 @@ impl Engine {
         let key = self.account.as_ref()?;
         // The account's state belongs to the replica holding its shard: the others let
         // their watches wait, and leave the one event to it.
-        if !self.owns(key.split_once(':').map_or(key.as_ref(), |(_, subject)| subject)) {
+        if !self.owns_account() {
             return None;
         }
         staged
@@ -1107,9 +1111,9 @@ impl Engine {
 
     /// Whether this replica holds the shard of the key's account item.
     pub fn owns_account(&self) -> bool {
-        self.account
-            .as_deref()
-            .is_none_or(|key| self.owns(key.split_once(':').map_or(key, |(_, subject)| subject)))
+        self.shards
+            .zip(self.account_shard)
+            .is_none_or(|(set, shard)| set.contains(shard))
     }
 
     /// What this replica's polls last said of the key, when another replica holds the
