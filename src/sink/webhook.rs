@@ -482,10 +482,8 @@ async fn deliver(
     let slots = spec.shared.slots.clone();
     let window_size = if spec.shard.is_some() { SHARD_WINDOW } else { WINDOW };
     let spec = Arc::new(spec.clone());
-    // A delivery slot this part waited for and holds until it dispatches; whether it found
-    // an event to send and no slot free (then it waits for one).
+    // A delivery slot this part waited for and holds until it dispatches.
     let mut spare: Option<OwnedSemaphorePermit> = None;
-    let mut starved;
     // Set at the stop: nothing new is sent, and what is in flight gets until then.
     let mut stopping: Option<tokio::time::Instant> = None;
 
@@ -543,7 +541,8 @@ async fn deliver(
         // one waiting longest goes next and none is starved.
         let now = now_ms();
         let mut next_due: Option<i64> = None;
-        starved = false;
+        // Whether this part found an event to send and no slot free (then it waits for one).
+        let mut starved = false;
         let mut take_slot = |spare: &mut Option<OwnedSemaphorePermit>| {
             let slot = spare.take().or_else(|| slots.clone().try_acquire_owned().ok());
             starved |= slot.is_none();
