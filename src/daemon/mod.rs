@@ -301,8 +301,8 @@ pub async fn run(
     let mut callback_recorded: Option<i64> = None;
     // Callback hints passed between replicas through the store.
     let mut hints = RelayedHints::default();
-    // The key's state this replica last handed to the holder of the account's shard.
-    let mut account_written: Option<bool> = None;
+    // The key's state passed to and from the holder of the account's shard.
+    let mut account_relay = AccountRelay::default();
     // The gauges are there from the start, before /readyz first answers 200.
     let mut gauge_store = Store::open_for_progress(&state).ok();
     update_gauges(&engine, gauge_store.as_ref());
@@ -386,7 +386,7 @@ pub async fn run(
                     if engine.config().callbacks.is_some() && engine.owns(&target::Target::VodList.subject()) {
                         hints.take_relayed(&mut engine, gauge_store.as_ref());
                     }
-                    relay_account(&mut engine, gauge_store.as_mut(), &mut account_written, &wake, &health);
+                    account_relay.run(&mut engine, gauge_store.as_mut(), &wake, &health);
                 }
                 // When the last callback came, for `status`: at most one write a second.
                 if let Some(at) = callbacks.last_callback_ms().filter(|at| callback_recorded != Some(*at))
@@ -792,44 +792,54 @@ const ACCOUNT_FACT: &str = "account_key_state";
 /// (SPEC §8) even when the holder has no watch of its own to be refused on. The state lives
 /// in the store, so a restart or a hand-over of the account's shard loses nothing: a
 /// replica writes when its own view changes (or differs from the store's after a restart),
-/// and the holder acts on a state newer than the account's last change.
-fn relay_account(
-    engine: &mut Engine,
-    store: Option<&mut Store>,
-    written: &mut Option<bool>,
-    wake: &watch::Sender<u64>,
-    health: &Health,
-) {
-    let Some(store) = store else { return };
-    let stored = match store.fact(ACCOUNT_FACT) {
-        Ok(v) => v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok()),
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot read the key's state other replicas handed over");
-            return;
-        }
-    };
-    let stored_refused = stored.as_ref().map(|v| !v["refused"].is_null());
-    if let Some(mine) = engine.key_seen() {
-        let refused = mine.is_some();
-        let differs = stored_refused.map_or(refused, |r| r != refused);
-        if differs && *written != Some(refused) {
-            let value = serde_json::json!({ "at": now_ms(), "refused": mine }).to_string();
-            match store.set_fact(ACCOUNT_FACT, &value) {
-                Ok(()) => {
-                    *written = Some(refused);
-                    tracing::debug!(refused, "handed the key's state to the replica holding the account");
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot hand the key's state to the replica holding the account"),
+/// and the holder acts on a state newer than the account's last change, once.
+#[derive(Default)]
+struct AccountRelay {
+    /// The state this replica last wrote (`true`: refused).
+    written: Option<bool>,
+    /// The stamp of the state this replica last acted on as the holder: a state stamped
+    /// ahead by a replica whose clock runs fast stays "newer", and must not be taken again
+    /// after the holder's own polls have moved the account on.
+    taken: Option<i64>,
+}
+
+impl AccountRelay {
+    fn run(&mut self, engine: &mut Engine, store: Option<&mut Store>, wake: &watch::Sender<u64>, health: &Health) {
+        let Some(store) = store else { return };
+        let stored = match store.fact(ACCOUNT_FACT) {
+            Ok(v) => v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the key's state other replicas handed over");
+                return;
             }
+        };
+        let stored_refused = stored.as_ref().map(|v| !v["refused"].is_null());
+        if let Some(mine) = engine.key_seen() {
+            let refused = mine.is_some();
+            let differs = stored_refused.map_or(refused, |r| r != refused);
+            if differs && self.written != Some(refused) {
+                let value = serde_json::json!({ "at": now_ms(), "refused": mine }).to_string();
+                match store.set_fact(ACCOUNT_FACT, &value) {
+                    Ok(()) => {
+                        self.written = Some(refused);
+                        tracing::debug!(refused, "handed the key's state to the replica holding the account");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot hand the key's state to the replica holding the account")
+                    }
+                }
+            }
+        } else if engine.owns_account()
+            && let Some(state) = stored
+            && let Some(at) = state["at"].as_i64()
+            && self.taken != Some(at)
+        {
+            let result = engine.apply_relayed_account(state["refused"].as_str(), at);
+            if result.is_ok() {
+                self.taken = Some(at);
+            }
+            announce(result, wake, health);
         }
-    } else if let Some(state) = stored
-        && let Some(at) = state["at"].as_i64()
-    {
-        announce(
-            engine.apply_relayed_account(state["refused"].as_str(), at),
-            wake,
-            health,
-        );
     }
 }
 
